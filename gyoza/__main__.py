@@ -1,0 +1,3 @@
+from gyoza.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The only package that talks to NATS: connection, topology, typed KV records, publishing."""

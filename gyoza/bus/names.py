@@ -1,0 +1,24 @@
+"""Bucket, stream and subject names: a documented interface for operators (see broker/README.md)."""
+
+DEFINITIONS_BUCKET = "gyoza_definitions"
+RUNS_BUCKET = "gyoza_runs"
+WORKERS_BUCKET = "gyoza_workers"
+LEASES_BUCKET = "gyoza_leases"
+IDEMPOTENCY_BUCKET = "gyoza_idempotency"
+LOGS_BUCKET = "gyoza_logs"
+
+RUN_REQUESTS_STREAM = "GYOZA_RUN_REQUESTS"
+RUN_REQUESTED_SUBJECT = "gyoza.runs.requested"
+TOPICS_STREAM = "GYOZA_TOPICS"
+
+
+def topic_subject(topic: str) -> str:
+    return f"gyoza.topics.{topic}"
+
+
+def heartbeat_subject(worker_id: str) -> str:
+    return f"gyoza.workers.{worker_id}.heartbeat"
+
+
+def assignments_subject(worker_id: str) -> str:
+    return f"gyoza.workers.{worker_id}.assignments"

@@ -1,0 +1,1 @@
+"""The ``gyoza`` command line (typer + rich): wiring and rendering only."""

@@ -1,0 +1,48 @@
+"""``gyoza`` entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Gyoza: run containerised ops on a cluster of GPU/CPU workers.")
+server_app = typer.Typer(no_args_is_help=True, help="Run the Gyoza server.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env GYOZA_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env GYOZA_PORT, default 5555]")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key clients must send [env GYOZA_API_KEY]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory [env GYOZA_DATA_DIR, default ~/.gyoza]")] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS cluster URL; unset runs an embedded nats-server [env GYOZA_NATS_URL]")
+    ] = None,
+    nats_creds: Annotated[Path | None, typer.Option(help="NATS credentials file [env GYOZA_NATS_CREDS]")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Log level [env GYOZA_LOG_LEVEL, default info]")] = None,
+) -> None:
+    """Start the REST server (and the embedded NATS server unless GYOZA_NATS_URL is set)."""
+    from pydantic import ValidationError
+
+    from gyoza.server.serve import run_server
+    from gyoza.settings import Settings
+
+    try:
+        settings = Settings.load(
+            host=host, port=port, api_key=api_key, data_dir=data_dir, nats_url=nats_url, nats_creds=nats_creds,
+            log_level=log_level,
+        )  # fmt: skip
+    except ValidationError as exc:
+        typer.echo(f"invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not settings.api_key:
+        typer.echo("refusing to start without an API key: set GYOZA_API_KEY or pass --api-key", err=True)
+        raise typer.Exit(2)
+    run_server(settings)
+
+
+def main() -> None:
+    app()

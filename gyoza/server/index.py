@@ -1,0 +1,173 @@
+"""The local, disposable query index (SQLite via sqlite-utils) behind GET /runs and GET /definitions.
+
+KV is the truth; this is a projection fed by watching the buckets (``server/watch.py``) and by this server's own
+writes (read-your-writes). It is recreated empty at every start and refilled from the watch's initial values, so
+deleting it loses nothing. Each run row keeps the KV revision it came from and is only replaced by a newer one, so a
+late watch delivery never rolls back a fresher local write. Rows hold the API's JSON, so listing needs no parsing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gyoza.core.views import run_view
+from gyoza.errors import InvalidRequest
+from gyoza.schema import DefinitionPointer, OpDefinition, RunListQuery, RunRecord
+
+_UPSERT_RUN = """
+INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, revision, body)
+VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :revision, :body)
+ON CONFLICT(id) DO UPDATE SET
+  state = excluded.state, worker_id = excluded.worker_id, revision = excluded.revision, body = excluded.body
+WHERE excluded.revision > runs.revision
+"""
+
+_EQUALITY_FILTERS = ("op_definition", "image", "topic", "worker_id")
+_CREATED_FILTERS = {"created_gte": ">=", "created_gt": ">", "created_lte": "<=", "created_lt": "<"}
+
+
+class QueryIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = self._recreate(path)
+
+    @staticmethod
+    def _recreate(path: Path) -> sqlite_utils.Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=OFF")  # disposable: rebuilt from KV at every start
+        runs = db.table("runs")
+        runs.create(
+            {
+                "id": str, "created_at": float, "state": str, "op_definition": str, "image": str, "topic": str,
+                "worker_id": str, "revision": int, "body": str,
+            },
+            pk="id",
+        )  # fmt: skip
+        runs.create_index(["created_at", "id"])
+        for column in ("state", "op_definition", "worker_id", "topic", "image"):
+            runs.create_index([column, "created_at", "id"])
+        db.table("definitions").create(
+            {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
+        )
+        db.table("latest").create({"name": str, "version": str}, pk="name")
+        return db
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # --- runs --------------------------------------------------------------------------------------------------
+
+    def upsert_run(self, record: RunRecord, revision: int) -> None:
+        self.db.execute(_UPSERT_RUN, _run_row(record, revision))
+
+    def upsert_runs(self, rows: list[tuple[RunRecord, int]]) -> None:
+        with self.db.conn:
+            self.db.conn.executemany(_UPSERT_RUN, [_run_row(r, rev) for r, rev in rows])
+
+    def list_runs(self, query: RunListQuery) -> tuple[list[str], bool]:
+        """Runs newest first, Stripe-style cursors. Returns (JSON bodies, has_more)."""
+        where, params = _filters(query)
+        backwards = query.ending_before is not None
+        cursor_id = query.ending_before if backwards else query.starting_after
+        if cursor_id is not None:
+            anchor = self.db.execute("SELECT created_at FROM runs WHERE id = ?", [cursor_id]).fetchone()
+            if anchor is None:
+                field = "ending_before" if backwards else "starting_after"
+                raise InvalidRequest(f"unknown run id in {field}", [{"field": field, "problem": "unknown run id"}])
+            op = ">" if backwards else "<"
+            where.append(f"(created_at, id) {op} (?, ?)")
+            params += [anchor[0], cursor_id]
+        order = "ASC" if backwards else "DESC"
+        sql = (
+            f"SELECT body FROM runs {'WHERE ' + ' AND '.join(where) if where else ''} "
+            f"ORDER BY created_at {order}, id {order} LIMIT ?"
+        )
+        rows = [row[0] for row in self.db.execute(sql, [*params, query.limit + 1]).fetchall()]
+        has_more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        if backwards:
+            rows.reverse()
+        return rows, has_more
+
+    def run_written(self, record: RunRecord, revision: int) -> None:
+        self.upsert_run(record, revision)
+
+    # --- definitions -------------------------------------------------------------------------------------------
+
+    def upsert_definition(self, definition: OpDefinition) -> None:
+        self.db.table("definitions").upsert(
+            {
+                "name": definition.name,
+                "version": definition.version,
+                "created_at": definition.created_at.timestamp(),
+                "body": definition.model_dump_json(),
+            },
+            pk=("name", "version"),
+        )
+
+    def set_pointer(self, pointer: DefinitionPointer) -> None:
+        latest = pointer.latest
+        if latest is None:
+            self.definition_deleted(pointer.name)
+            return
+        self.db.table("latest").upsert({"name": pointer.name, "version": latest.version}, pk="name")
+
+    def list_definitions(self, all_versions: bool) -> list[str]:
+        if all_versions:
+            sql = "SELECT d.body FROM definitions d JOIN latest l ON d.name = l.name ORDER BY d.name, d.created_at DESC"
+        else:
+            sql = (
+                "SELECT d.body FROM latest l JOIN definitions d ON d.name = l.name AND d.version = l.version "
+                "ORDER BY l.name"
+            )
+        return [row[0] for row in self.db.execute(sql).fetchall()]
+
+    def definition_written(self, definition: OpDefinition, pointer: DefinitionPointer) -> None:
+        self.upsert_definition(definition)
+        self.set_pointer(pointer)
+
+    def definition_deleted(self, name: str) -> None:
+        self.db.execute("DELETE FROM latest WHERE name = ?", [name])
+        self.db.execute("DELETE FROM definitions WHERE name = ?", [name])
+
+
+def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:
+    attempt = record.current
+    return {
+        "id": record.id,
+        "created_at": record.created_at.timestamp(),
+        "state": attempt.state.value,
+        "op_definition": record.op_definition,
+        "image": record.image,
+        "topic": record.event_delivery.topic if record.event_delivery else None,
+        "worker_id": attempt.worker_id,
+        "revision": revision,
+        "body": run_view(record).model_dump_json(),
+    }
+
+
+def _filters(query: RunListQuery) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if query.state:
+        where.append(f"state IN ({', '.join('?' * len(query.state))})")
+        params += [s.value for s in query.state]
+    for column in _EQUALITY_FILTERS:
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    for field, op in _CREATED_FILTERS.items():
+        value = getattr(query, field)
+        if value is not None:
+            where.append(f"created_at {op} ?")
+            params.append(value)
+    return where, params

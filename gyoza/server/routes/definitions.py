@@ -1,0 +1,78 @@
+"""/definitions: deploy, read, list and delete op definitions; create runs from them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from quart import Blueprint, Response, request
+from quart_schema import document_querystring, document_request, document_response
+
+from gyoza.core.views import run_view
+from gyoza.schema import DefinitionList, ErrorBody, OpDefinition, OpDefinitionIn, OpRun, RunFromDefinitionIn
+from gyoza.server.context import ctx
+from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body
+
+blueprint = Blueprint("definitions", __name__)
+
+
+class ListDefinitionsQuery(BaseModel):
+    all_versions: bool = False
+
+
+class GetDefinitionQuery(BaseModel):
+    version: str | None = None
+
+
+@blueprint.post("/definitions")
+@document_request(OpDefinitionIn)
+@document_response(OpDefinition, 201)
+@document_response(OpDefinition, 200)
+@document_response(ErrorBody, 409)
+async def deploy() -> Response:
+    """Deploy a definition version: 201 new, 200 identical re-post, 409 different content for a stored version."""
+    body = await read_body(OpDefinitionIn)
+    definition, created = await ctx().definitions.deploy(body)
+    return json_response(definition, 201 if created else 200)
+
+
+@blueprint.get("/definitions")
+@document_querystring(ListDefinitionsQuery)
+@document_response(DefinitionList)
+async def list_definitions() -> Response:
+    """The latest version of each definition, or every version with ``all_versions=true``."""
+    return list_response(ctx().index.list_definitions(query_bool("all_versions")))
+
+
+@blueprint.get("/definitions/<name>")
+@document_querystring(GetDefinitionQuery)
+@document_response(OpDefinition)
+async def get_definition(name: str) -> Response:
+    version = request.args.get("version")
+    return json_response(await ctx().definitions.get(checked_name(name), version))
+
+
+@blueprint.get("/definitions/<name>/versions")
+@document_response(DefinitionList)
+async def list_versions(name: str) -> Response:
+    """Every version of a definition, newest first."""
+    versions = await ctx().definitions.versions(checked_name(name))
+    return json_response(DefinitionList(data=versions))
+
+
+@blueprint.delete("/definitions/<name>")
+async def delete_definition(name: str) -> Response:
+    """Delete a definition: new runs of it get 404; existing runs keep their copy."""
+    await ctx().definitions.delete(checked_name(name))
+    return Response(status=204)
+
+
+@blueprint.post("/definitions/<name>/runs")
+@document_request(RunFromDefinitionIn)
+@document_response(OpRun, 201)
+@document_response(ErrorBody, 400)
+async def create_run(name: str) -> Response:
+    """Create a run of the latest (or the given) version; 400 lists every input problem."""
+    body = await read_body(RunFromDefinitionIn)
+    record, created = await ctx().runs.create_from_definition(
+        checked_name(name), body, request.headers.get("Idempotency-Key")
+    )
+    return json_response(run_view(record), 201 if created else 200)

@@ -1,0 +1,189 @@
+"""Runs: create, read, cancel, retry, reprioritise and apply worker events.
+
+Every change is ``RecordStore.mutate`` (compare-and-set on the run's revision) around a state-machine function, so
+concurrent writers never lose each other's updates and every change carries its event. When a change leaves the run
+PENDING (created, retried, re-queued), a ``RunRequested`` message is published for the scheduler after the write;
+the scheduler also rebuilds its queue from KV, so a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from gyoza.bus import names
+from gyoza.bus.connection import Bus
+from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
+from gyoza.core import statemachine as sm
+from gyoza.core.specs import resolve_inputs
+from gyoza.errors import InvalidInputs, InvalidRequest, RunNotFound
+from gyoza.schema import (
+    IDEMPOTENCY_KEY_PATTERN,
+    AdHocRunIn,
+    IdempotencyEntry,
+    OpDefinition,
+    RunFromDefinitionIn,
+    RunRecord,
+    RunRequested,
+    RunState,
+    RunTemplate,
+    WorkerEventIn,
+)
+from gyoza.services.clock import utcnow
+from gyoza.services.definitions import DefinitionService
+from gyoza.services.observer import NoObserver, WriteObserver
+
+Change = Callable[[RunRecord], RunRecord | None]
+
+
+class RunService:
+    def __init__(
+        self,
+        bus: Bus,
+        definitions: DefinitionService,
+        observer: WriteObserver | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.bus = bus
+        self.store = RecordStore(bus.runs, RunRecord)
+        self.idempotency = RecordStore(bus.idempotency, IdempotencyEntry)
+        self.definitions = definitions
+        self.observer = observer or NoObserver()
+        self.clock = clock
+
+    # --- creation ----------------------------------------------------------------------------------------------
+
+    async def create_from_definition(
+        self, name: str, body: RunFromDefinitionIn, idempotency_header: str | None
+    ) -> tuple[RunRecord, bool]:
+        definition = await self.definitions.get(name, body.version)
+        inputs = _checked_inputs(body.inputs, definition)
+        template = RunTemplate.model_validate(definition.model_dump(include=set(RunTemplate.model_fields)))
+        return await self._create(
+            template, inputs, body.priority, _idempotency_key(body.idempotency_key, idempotency_header),
+            definition,
+        )  # fmt: skip
+
+    async def create_adhoc(self, body: AdHocRunIn, idempotency_header: str | None) -> tuple[RunRecord, bool]:
+        template = RunTemplate.model_validate(body.model_dump(include=set(RunTemplate.model_fields)))
+        key = _idempotency_key(body.idempotency_key, idempotency_header)
+        return await self._create(template, dict(body.inputs), body.priority, key, None)
+
+    async def _create(
+        self,
+        template: RunTemplate,
+        inputs: dict[str, object],
+        priority: int,
+        idempotency_key: str | None,
+        definition: OpDefinition | None,
+    ) -> tuple[RunRecord, bool]:
+        """Returns (run, created). A repeated idempotency key returns the original run with created=False."""
+        run_id = str(uuid.uuid4())
+        if idempotency_key is not None:
+            run_id, first = await self._claim_idempotency_key(idempotency_key, run_id)
+            if not first:
+                try:
+                    return (await self.store.get(run_id))[0], False
+                except RecordMissing:
+                    pass  # the first request died before storing the run: finish its work under its id
+        now = self.clock()
+        record = RunRecord(
+            id=run_id,
+            op_definition=definition.name if definition else None,
+            definition_version=definition.version if definition else None,
+            inputs=inputs,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+            attempts=[],
+            **template.model_dump(),
+        )
+        sm.start_record(record, now)
+        try:
+            revision = await self.store.create(run_id, record)
+        except RecordExists:
+            return (await self.store.get(run_id))[0], False
+        await self._request_scheduling(record, revision)
+        self.observer.run_written(record, revision)
+        return record, True
+
+    async def _claim_idempotency_key(self, key: str, run_id: str) -> tuple[str, bool]:
+        """Bind ``key`` to ``run_id`` for 24 h (bucket max age). Returns (bound run id, whether we bound it)."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        try:
+            await self.idempotency.create(digest, IdempotencyEntry(run_id=run_id))
+            return run_id, True
+        except RecordExists:
+            entry, _ = await self.idempotency.get(digest)
+            return entry.run_id, False
+
+    # --- reads -------------------------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> RunRecord:
+        try:
+            return (await self.store.get(run_id))[0]
+        except RecordMissing:
+            raise RunNotFound(f"no run with id {run_id!r}") from None
+
+    async def get_raw(self, run_id: str) -> bytes:
+        try:
+            return (await self.store.get_raw(run_id))[0]
+        except RecordMissing:
+            raise RunNotFound(f"no run with id {run_id!r}") from None
+
+    # --- changes -----------------------------------------------------------------------------------------------
+
+    async def change(self, run_id: str, change: Change, notify_scheduler: bool = True) -> RunRecord:
+        """Apply a state-machine change by CAS; tell the scheduler when the changed run is PENDING."""
+        try:
+            record, revision, changed = await self.store.mutate(run_id, change)
+        except RecordMissing:
+            raise RunNotFound(f"no run with id {run_id!r}") from None
+        if changed:
+            if notify_scheduler and record.state == RunState.PENDING:
+                await self._request_scheduling(record, revision)
+            self.observer.run_written(record, revision)
+        return record
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        return await self.change(run_id, lambda r: sm.cancel(r, self.clock()))
+
+    async def retry(self, run_id: str) -> RunRecord:
+        return await self.change(run_id, lambda r: sm.retry(r, self.clock()))
+
+    async def reprioritise(self, run_id: str, priority: int) -> RunRecord:
+        return await self.change(run_id, lambda r: sm.reprioritise(r, priority, self.clock()))
+
+    async def apply_worker_event(self, run_id: str, event: WorkerEventIn) -> RunRecord:
+        return await self.change(run_id, lambda r: sm.apply_worker_event(r, event, self.clock()))
+
+    async def _request_scheduling(self, record: RunRecord, revision: int) -> None:
+        message = RunRequested(run_id=record.id, attempt=record.current.number, priority=record.priority)
+        await self.bus.publish(
+            names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id=f"{record.id}.{revision}"
+        )
+
+
+def _idempotency_key(field: str | None, header: str | None) -> str | None:
+    if header is not None and not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, header):
+        raise InvalidRequest(
+            "the Idempotency-Key header must be 1 to 255 printable ASCII characters",
+            details=[{"field": "Idempotency-Key", "problem": "expected 1 to 255 printable ASCII characters"}],
+        )
+    if field is not None and header is not None and field != header:
+        raise InvalidRequest(
+            "the Idempotency-Key header and the idempotency_key field differ",
+            details=[{"field": "idempotency_key", "problem": "differs from the Idempotency-Key header"}],
+        )
+    return field if field is not None else header
+
+
+def _checked_inputs(inputs: dict[str, object], definition: OpDefinition) -> dict[str, object]:
+    resolved, problems = resolve_inputs(inputs, definition.input_specs)
+    if problems:
+        raise InvalidInputs(f"inputs do not match the input specs of {definition.name}", details=problems)
+    return resolved
