@@ -24,6 +24,7 @@ class Settings(BaseModel):
     nats_replicas: int = Field(default=1, ge=1, le=5)
     heartbeat_interval: float = Field(default=2.0, gt=0)
     worker_timeout: float = Field(default=10.0, gt=0)
+    lease_ttl: float = Field(default=5.0, gt=0)
     log_level: str = "info"
 
     @classmethod

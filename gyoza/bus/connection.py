@@ -92,7 +92,9 @@ async def open_bus(settings: Settings) -> Bus:
         options: dict[str, Any] = {"name": "gyoza", "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
         if settings.nats_creds:
             options["user_credentials"] = str(settings.nats_creds)
-        nc = await nats.connect(url, **options)
+        # GYOZA_NATS_URL may list several cluster nodes, comma-separated (as docker-compose.yml does).
+        servers = [part.strip() for part in url.split(",") if part.strip()]
+        nc = await nats.connect(servers, **options)
         js = nc.jetstream(timeout=JS_TIMEOUT_S)
         await apply_topology(js, settings.nats_replicas)
         return Bus(

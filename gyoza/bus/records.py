@@ -98,6 +98,14 @@ class RecordStore(Generic[M]):
                 continue
         raise Unavailable(f"{key} is changing too fast to update")
 
+    async def values(self) -> AsyncIterator[M]:
+        """The latest record of every key (a full read: for small buckets or start-up only)."""
+        async for change in watch_bucket(self.kv):
+            if change is INITIAL_VALUES_DONE:
+                return
+            if change.value is not None:
+                yield self.model.model_validate_json(change.value)
+
     async def delete(self, key: str) -> None:
         with translate_errors(), contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self.kv.delete(key)

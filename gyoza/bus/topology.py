@@ -1,7 +1,8 @@
 """Apply the JetStream topology declared in ``broker/`` (one JSON stream config per file).
 
-The same files can be applied by an operator with ``nats stream add --config <file>``; the server applies them at
-start, idempotently, overriding only the replica count (``GYOZA_NATS_REPLICAS``).
+The same files can be applied by an operator with ``nats stream add --config <file>`` (and, for the durable
+consumers, ``nats consumer add <stream> --config <file's "config">``); the server applies them at start,
+idempotently, overriding only the replica count (``GYOZA_NATS_REPLICAS``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 import gyoza
@@ -60,3 +61,11 @@ async def apply_topology(js: JetStreamContext, replicas: int, directory: Path | 
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+    for consumer in load_consumers(directory):
+        await js.add_consumer(consumer["stream_name"], ConsumerConfig.from_response(dict(consumer["config"])))
+
+
+def load_consumers(directory: Path | None = None) -> list[dict[str, Any]]:
+    """``broker/consumers/<STREAM>.<durable>.json``: ``{"stream_name": ..., "config": <ConsumerConfig>}``."""
+    base = directory or broker_dir()
+    return [json.loads(p.read_text()) for p in sorted((base / "consumers").glob("*.json"))]

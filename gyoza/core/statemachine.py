@@ -314,3 +314,12 @@ def _begin_next_attempt(record: RunRecord, now: datetime, not_before: datetime |
     record.attempts.append(attempt)
     payload = {"not_before": attempt.not_before.isoformat()} if attempt.not_before else {}
     add_event(record, EventType.RETRIED, now, message, payload)
+
+
+def set_pending_reason(record: RunRecord, attempt_number: int, reason: StateReason) -> RunRecord | None:
+    """Refresh why a PENDING attempt waits (no event: the state does not change). A no-op once it moved on."""
+    attempt = record.current
+    if attempt.number != attempt_number or attempt.state != S.PENDING or attempt.state_reason == reason:
+        return None
+    attempt.state_reason = reason
+    return record

@@ -1,8 +1,23 @@
-"""How the API shows a stored run: the run plus its current attempt, and every attempt with its own timeline."""
+"""How the API shows stored records: a run with its current attempt, its attempts, a worker with its reservations."""
 
 from __future__ import annotations
 
-from gyoza.schema import TERMINAL_STATES, AttemptView, ExecutionSummary, OpRun, RunRecord
+from dataclasses import dataclass
+
+from gyoza.schema import (
+    TERMINAL_STATES,
+    Assignment,
+    AttemptView,
+    ExecutionSummary,
+    GpuView,
+    OpRun,
+    ResourceAmounts,
+    RunRecord,
+    RunState,
+    WorkerRecord,
+    WorkerRunRef,
+    WorkerView,
+)
 
 
 def execution_summary(record: RunRecord) -> ExecutionSummary | None:
@@ -64,3 +79,76 @@ def attempt_views(record: RunRecord) -> list[AttemptView]:
         )
         for attempt in record.attempts
     ]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What one ASSIGNED or RUNNING attempt holds on its worker."""
+
+    run_id: str
+    attempt: int
+    state: RunState
+    cpu: float
+    ram_mb: int
+    vram_mb: int
+    gpu_ids: list[int]
+
+
+def worker_view(record: WorkerRecord, reservations: list[Reservation]) -> WorkerView:
+    """Totals, reserved and free resources (free = total - reserved), per GPU too, and the runs holding them."""
+    gpu_reserved: dict[int, int] = {}
+    for held in reservations:
+        for index in held.gpu_ids:
+            gpu_reserved[index] = gpu_reserved.get(index, 0) + held.vram_mb
+    resources = record.resources
+    totals = ResourceAmounts(cpu=resources.cpu, ram_mb=resources.ram_mb, vram_mb=sum(g.vram_mb for g in resources.gpus))
+    reserved = ResourceAmounts(
+        cpu=sum(h.cpu for h in reservations),
+        ram_mb=sum(h.ram_mb for h in reservations),
+        vram_mb=sum(gpu_reserved.values()),
+    )
+    return WorkerView(
+        id=record.id,
+        status=record.status,
+        tags=record.tags,
+        version=record.version,
+        totals=totals,
+        reserved=reserved,
+        free=ResourceAmounts(
+            cpu=max(totals.cpu - reserved.cpu, 0.0),
+            ram_mb=max(totals.ram_mb - reserved.ram_mb, 0),
+            vram_mb=max(totals.vram_mb - reserved.vram_mb, 0),
+        ),
+        gpus=[
+            GpuView(
+                index=g.index,
+                uuid=g.uuid,
+                name=g.name,
+                vram_mb=g.vram_mb,
+                reserved_vram_mb=gpu_reserved.get(g.index, 0),
+                free_vram_mb=max(g.vram_mb - gpu_reserved.get(g.index, 0), 0),
+            )
+            for g in resources.gpus
+        ],
+        running=[WorkerRunRef(run_id=h.run_id, attempt=h.attempt, state=h.state) for h in reservations],
+        registered_at=record.registered_at,
+        last_heartbeat=record.last_heartbeat,
+    )
+
+
+def assignment(run: OpRun) -> Assignment:
+    """What a worker is told to run, from the API view of an ASSIGNED run."""
+    return Assignment(
+        run_id=run.id,
+        attempt=run.current_attempt,
+        image=run.image,
+        command=run.command,
+        inputs=run.inputs,
+        env=run.env,
+        constraints=run.constraints,
+        gpu_ids=run.gpu_ids,
+        timeout_seconds=run.timeout_seconds,
+        op_definition=run.op_definition,
+        definition_version=run.definition_version,
+        output_specs=run.output_specs,
+    )

@@ -8,17 +8,11 @@ from quart import Quart, request
 from quart_schema import QuartSchema
 
 import gyoza
-from gyoza.bus.connection import open_bus
 from gyoza.errors import Unauthorized
-from gyoza.server.context import ServerContext
+from gyoza.server.context import ServerContext, build_context
 from gyoza.server.errors import register_error_handlers
-from gyoza.server.http import MAX_BODY_BYTES
-from gyoza.server.index import QueryIndex
-from gyoza.server.routes import definitions, meta, runs, topics
-from gyoza.server.watch import IndexFeeder
-from gyoza.services.definitions import DefinitionService
-from gyoza.services.runs import RunService
-from gyoza.services.topics import TopicFeed
+from gyoza.server.http import READ_LIMIT_BYTES
+from gyoza.server.routes import definitions, meta, runs, topics, workers
 from gyoza.settings import Settings
 
 # Readable without a key: liveness, and the API description (a docs page cannot send a header).
@@ -29,7 +23,7 @@ def create_app(settings: Settings) -> Quart:
     if not settings.api_key:
         raise ValueError("an API key is required (GYOZA_API_KEY or --api-key)")
     app = Quart("gyoza")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = READ_LIMIT_BYTES
     QuartSchema(
         app,
         info={"title": "Gyoza", "version": gyoza.__version__},
@@ -40,7 +34,7 @@ def create_app(settings: Settings) -> Quart:
     )
     register_error_handlers(app)
     _register_auth(app, settings.api_key)
-    for blueprint in (meta.blueprint, definitions.blueprint, runs.blueprint, topics.blueprint):
+    for blueprint in (meta.blueprint, definitions.blueprint, runs.blueprint, topics.blueprint, workers.blueprint):
         app.register_blueprint(blueprint)
 
     @app.before_serving
@@ -51,9 +45,7 @@ def create_app(settings: Settings) -> Quart:
     async def stop() -> None:
         context: ServerContext | None = app.extensions.pop("gyoza", None)
         if context is not None:
-            await context.feeder.stop()
-            await context.bus.close()
-            context.index.close()
+            await context.close()
 
     return app
 
@@ -68,18 +60,3 @@ def _register_auth(app: Quart, api_key: str) -> None:
         given = request.headers.get("X-API-Key", "").encode()
         if not hmac.compare_digest(given, expected):
             raise Unauthorized("missing or wrong X-API-Key header")
-
-
-async def build_context(settings: Settings) -> ServerContext:
-    bus = await open_bus(settings)
-    try:
-        index = QueryIndex(settings.data_dir / "index" / f"server-{settings.port}.sqlite")
-        definition_service = DefinitionService(bus, observer=index)
-        run_service = RunService(bus, definition_service, observer=index)
-        topic_feed = TopicFeed(bus, run_service)
-        feeder = IndexFeeder(bus, index, topic_feed)
-        await feeder.start()
-    except BaseException:
-        await bus.close()
-        raise
-    return ServerContext(settings, bus, index, definition_service, run_service, topic_feed, feeder)

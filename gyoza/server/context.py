@@ -1,17 +1,25 @@
-"""What a running server holds: the bus, the services and the local index, built in ``before_serving``."""
+"""What a running server holds: the bus, the services, the scheduler and the local index."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 
 from quart import current_app
 
-from gyoza.bus.connection import Bus
+from gyoza.bus.connection import Bus, open_bus
+from gyoza.scheduler.leader import Scheduler
 from gyoza.server.index import QueryIndex
-from gyoza.server.watch import IndexFeeder
+from gyoza.server.watch import BucketFollower, IndexedRuns
 from gyoza.services.definitions import DefinitionService
+from gyoza.services.feed import RunFeed
+from gyoza.services.fleet import FleetService
 from gyoza.services.runs import RunService
 from gyoza.services.topics import TopicFeed
+from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
 
 
@@ -20,10 +28,54 @@ class ServerContext:
     settings: Settings
     bus: Bus
     index: QueryIndex
+    runs_listener: IndexedRuns
     definitions: DefinitionService
     runs: RunService
     topics: TopicFeed
-    feeder: IndexFeeder
+    fleet: FleetService
+    feed: RunFeed
+    follower: BucketFollower
+    scheduler: Scheduler
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.scheduler.stop()
+        await self.feed.stop()
+        await self.follower.stop()
+        await self.bus.close()
+        self.index.close()
+
+
+def node_id(settings: Settings) -> str:
+    """A name for this server process in the leader lease: host, port and a random suffix."""
+    return f"{socket.gethostname()}-{settings.port}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def build_context(settings: Settings) -> ServerContext:
+    """Connect, replay KV into the index and the scheduler's model, then start competing for the leader lease."""
+    bus = await open_bus(settings)
+    try:
+        index = QueryIndex(settings.data_dir / "index" / f"server-{settings.port}.sqlite")
+        listener = IndexedRuns(index)
+        definitions = DefinitionService(bus, observer=listener)
+        runs = RunService(bus, definitions, observer=listener)
+        workers = WorkerService(bus)
+        topics = TopicFeed(bus, runs)
+        scheduler = Scheduler(bus, runs, workers, settings, node_id(settings))
+        feed = RunFeed(bus)
+        for subscriber in (listener, topics, scheduler):
+            feed.subscribe(subscriber)
+        follower = BucketFollower(bus, index)
+        await follower.start()
+        await feed.start()
+        await scheduler.start()
+    except BaseException:
+        await bus.close()
+        raise
+    return ServerContext(
+        settings, bus, index, listener, definitions, runs, topics, FleetService(bus, workers), feed, follower,
+        scheduler,
+    )  # fmt: skip
 
 
 def ctx() -> ServerContext:

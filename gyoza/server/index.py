@@ -8,21 +8,25 @@ late watch delivery never rolls back a fresher local write. Rows hold the API's 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from gyoza.core.views import run_view
+from gyoza.core.views import Reservation, run_view
 from gyoza.errors import InvalidRequest
-from gyoza.schema import DefinitionPointer, OpDefinition, RunListQuery, RunRecord
+from gyoza.schema import DefinitionPointer, OpDefinition, RunListQuery, RunRecord, RunState, WorkerRecord
 
 _UPSERT_RUN = """
-INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, revision, body)
-VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :revision, :body)
+INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
+                  gpu_ids, revision, body)
+VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :attempt, :cpu, :ram_mb, :vram_mb,
+        :gpu_ids, :revision, :body)
 ON CONFLICT(id) DO UPDATE SET
-  state = excluded.state, worker_id = excluded.worker_id, revision = excluded.revision, body = excluded.body
+  state = excluded.state, worker_id = excluded.worker_id, attempt = excluded.attempt, gpu_ids = excluded.gpu_ids,
+  revision = excluded.revision, body = excluded.body
 WHERE excluded.revision > runs.revision
 """
 
@@ -47,17 +51,20 @@ class QueryIndex:
         runs.create(
             {
                 "id": str, "created_at": float, "state": str, "op_definition": str, "image": str, "topic": str,
-                "worker_id": str, "revision": int, "body": str,
+                "worker_id": str, "attempt": int, "cpu": float, "ram_mb": int, "vram_mb": int, "gpu_ids": str,
+                "revision": int, "body": str,
             },
             pk="id",
         )  # fmt: skip
         runs.create_index(["created_at", "id"])
         for column in ("state", "op_definition", "worker_id", "topic", "image"):
             runs.create_index([column, "created_at", "id"])
+        runs.create_index(["worker_id", "state"], index_name="idx_runs_worker_state")
         db.table("definitions").create(
             {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
         )
         db.table("latest").create({"name": str, "version": str}, pk="name")
+        db.table("workers").create({"id": str, "body": str}, pk="id")
         return db
 
     def close(self) -> None:
@@ -99,6 +106,42 @@ class QueryIndex:
 
     def run_written(self, record: RunRecord, revision: int) -> None:
         self.upsert_run(record, revision)
+
+    def assigned_to(self, worker_id: str) -> list[str]:
+        """Run bodies ASSIGNED to the worker and not yet started, oldest assignment first."""
+        sql = "SELECT body FROM runs WHERE worker_id = ? AND state = 'ASSIGNED' ORDER BY revision"
+        return [row[0] for row in self.db.execute(sql, [worker_id]).fetchall()]
+
+    # --- workers -----------------------------------------------------------------------------------------------
+
+    def upsert_worker(self, record: WorkerRecord) -> None:
+        self.db.table("workers").upsert({"id": record.id, "body": record.model_dump_json()}, pk="id")
+
+    def workers(self, worker_id: str | None = None) -> list[tuple[WorkerRecord, list[Reservation]]]:
+        """Worker records with the runs holding resources on them (ASSIGNED or RUNNING)."""
+        sql, params = "SELECT body FROM workers ORDER BY id", []
+        if worker_id is not None:
+            sql, params = "SELECT body FROM workers WHERE id = ?", [worker_id]
+        records = [WorkerRecord.model_validate_json(row[0]) for row in self.db.execute(sql, params).fetchall()]
+        return [(record, self.reservations(record.id)) for record in records]
+
+    def reservations(self, worker_id: str) -> list[Reservation]:
+        sql = (
+            "SELECT id, attempt, state, cpu, ram_mb, vram_mb, gpu_ids FROM runs "
+            "WHERE worker_id = ? AND state IN ('ASSIGNED', 'RUNNING') ORDER BY created_at"
+        )
+        return [
+            Reservation(
+                run_id=row[0],
+                attempt=row[1],
+                state=RunState(row[2]),
+                cpu=row[3],
+                ram_mb=row[4],
+                vram_mb=row[5],
+                gpu_ids=json.loads(row[6]),
+            )
+            for row in self.db.execute(sql, [worker_id]).fetchall()
+        ]
 
     # --- definitions -------------------------------------------------------------------------------------------
 
@@ -149,6 +192,11 @@ def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:
         "image": record.image,
         "topic": record.event_delivery.topic if record.event_delivery else None,
         "worker_id": attempt.worker_id,
+        "attempt": attempt.number,
+        "cpu": record.constraints.cpu,
+        "ram_mb": record.constraints.ram_mb,
+        "vram_mb": record.constraints.vram_mb,
+        "gpu_ids": json.dumps(attempt.gpu_ids),
         "revision": revision,
         "body": run_view(record).model_dump_json(),
     }

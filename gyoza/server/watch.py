@@ -1,41 +1,61 @@
-"""Feed the local query index and the topic feed from KV watches of the runs and definitions buckets.
+"""Keep the local query index in step with KV: runs (through the run feed) and definitions (own watch).
 
-At start each watch replays every key's latest value; ``ready`` is set once both replays are in, and the server
-only starts answering after that, so GET /runs is complete from the first request.
+The server only starts answering once both replays are in, so GET /runs and GET /definitions are complete from the
+first request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+from collections.abc import Callable
+from typing import Any
 
 from gyoza.bus.connection import Bus
-from gyoza.bus.records import KeyChange, watch_bucket
-from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord
+from gyoza.bus.records import INITIAL_VALUES_DONE, KeyChange, watch_bucket
+from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord, WorkerRecord
 from gyoza.server.index import QueryIndex
-from gyoza.services.topics import TopicFeed
-
-log = logging.getLogger(__name__)
-
-_REPLAY_BATCH = 500
 
 
-class IndexFeeder:
-    def __init__(self, bus: Bus, index: QueryIndex, topics: TopicFeed) -> None:
+class IndexedRuns:
+    """Keeps the index current from the run feed and from this server's own writes (read-your-writes), and wakes
+    workers long-polling for their assignments."""
+
+    def __init__(self, index: QueryIndex) -> None:
+        self.index = index
+        self.assignment_waiters: dict[str, asyncio.Event] = {}
+
+    async def on_run(self, record: RunRecord, revision: int) -> None:
+        self.run_written(record, revision)
+
+    def run_written(self, record: RunRecord, revision: int) -> None:
+        self.index.upsert_run(record, revision)
+        worker_id = record.current.worker_id
+        if worker_id is not None and worker_id in self.assignment_waiters:
+            self.assignment_waiters[worker_id].set()
+
+    def definition_written(self, definition: OpDefinition, pointer: DefinitionPointer) -> None:
+        self.index.definition_written(definition, pointer)
+
+    def definition_deleted(self, name: str) -> None:
+        self.index.definition_deleted(name)
+
+
+class BucketFollower:
+    """Follow the definitions and workers buckets into the index."""
+
+    def __init__(self, bus: Bus, index: QueryIndex) -> None:
         self.bus = bus
         self.index = index
-        self.topics = topics
         self.tasks: list[asyncio.Task[None]] = []
-        self._runs_ready = asyncio.Event()
-        self._definitions_ready = asyncio.Event()
 
     async def start(self) -> None:
+        ready = [asyncio.Event(), asyncio.Event()]
         self.tasks = [
-            asyncio.create_task(self._follow_runs(), name="index-runs"),
-            asyncio.create_task(self._follow_definitions(), name="index-definitions"),
+            asyncio.create_task(self._follow(self.bus.definitions, self._apply_definition, ready[0])),
+            asyncio.create_task(self._follow(self.bus.workers, self._apply_worker, ready[1])),
         ]
-        await asyncio.gather(self._runs_ready.wait(), self._definitions_ready.wait())
+        await asyncio.gather(*(event.wait() for event in ready))
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -44,41 +64,15 @@ class IndexFeeder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow_runs(self) -> None:
-        batch: list[tuple[RunRecord, int]] = []
-        async for change in watch_bucket(self.bus.runs):
-            if change is None:
-                self.index.upsert_runs(batch)
-                batch.clear()
-                self._runs_ready.set()
+    @staticmethod
+    async def _follow(bucket: Any, apply: Callable[[KeyChange], None], ready: asyncio.Event) -> None:
+        async for change in watch_bucket(bucket):
+            if change is INITIAL_VALUES_DONE:
+                ready.set()
                 continue
-            if change.value is None:
-                continue
-            record = RunRecord.model_validate_json(change.value)
-            if self._runs_ready.is_set():
-                self.index.upsert_run(record, change.revision)
-            else:
-                batch.append((record, change.revision))
-                if len(batch) >= _REPLAY_BATCH:
-                    self.index.upsert_runs(batch)
-                    batch.clear()
-            await self._publish_topic_events(record)
+            apply(change)
 
-    async def _publish_topic_events(self, record: RunRecord) -> None:
-        try:
-            await self.topics.publish_new_events(record)
-        except Exception:
-            # The mark was not raised, so the next version of this record (or the next start) publishes again.
-            log.exception("publishing topic events of run %s failed", record.id)
-
-    async def _follow_definitions(self) -> None:
-        async for change in watch_bucket(self.bus.definitions):
-            if change is None:
-                self._definitions_ready.set()
-                continue
-            self._apply_definition_change(change)
-
-    def _apply_definition_change(self, change: KeyChange) -> None:
+    def _apply_definition(self, change: KeyChange) -> None:
         name, _, escaped_version = change.key.partition(".")
         if not escaped_version:
             if change.value is None:
@@ -88,3 +82,7 @@ class IndexFeeder:
             return
         if change.value is not None:
             self.index.upsert_definition(OpDefinition.model_validate_json(change.value))
+
+    def _apply_worker(self, change: KeyChange) -> None:
+        if change.value is not None:
+            self.index.upsert_worker(WorkerRecord.model_validate_json(change.value))

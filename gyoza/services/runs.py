@@ -23,6 +23,7 @@ from gyoza.errors import InvalidInputs, InvalidRequest, RunNotFound
 from gyoza.schema import (
     IDEMPOTENCY_KEY_PATTERN,
     AdHocRunIn,
+    FailureReason,
     IdempotencyEntry,
     OpDefinition,
     RunFromDefinitionIn,
@@ -30,6 +31,7 @@ from gyoza.schema import (
     RunRequested,
     RunState,
     RunTemplate,
+    StateReason,
     WorkerEventIn,
 )
 from gyoza.services.clock import utcnow
@@ -129,9 +131,9 @@ class RunService:
         except RecordMissing:
             raise RunNotFound(f"no run with id {run_id!r}") from None
 
-    async def get_raw(self, run_id: str) -> bytes:
+    async def get_with_revision(self, run_id: str) -> tuple[RunRecord, int]:
         try:
-            return (await self.store.get_raw(run_id))[0]
+            return await self.store.get(run_id)
         except RecordMissing:
             raise RunNotFound(f"no run with id {run_id!r}") from None
 
@@ -160,6 +162,35 @@ class RunService:
 
     async def apply_worker_event(self, run_id: str, event: WorkerEventIn) -> RunRecord:
         return await self.change(run_id, lambda r: sm.apply_worker_event(r, event, self.clock()))
+
+    # --- scheduler commands (fenced by attempt) -------------------------------------------------------------------
+
+    async def assign(self, run_id: str, attempt: int, worker_id: str, gpu_ids: list[int]) -> tuple[RunRecord, int]:
+        """PENDING -> ASSIGNED. Returns (record, revision) so the scheduler can tell its own write from older ones."""
+        try:
+            record, revision, _ = await self.store.mutate(
+                run_id, lambda r: sm.assign(r, attempt, worker_id, gpu_ids, self.clock())
+            )
+        except RecordMissing:
+            raise RunNotFound(f"no run with id {run_id!r}") from None
+        self.observer.run_written(record, revision)
+        return record, revision
+
+    async def unassign(self, run_id: str, attempt: int, message: str) -> RunRecord:
+        return await self.change(run_id, lambda r: sm.unassign(r, attempt, message, self.clock()))
+
+    async def fail_attempt(self, run_id: str, attempt: int, reason: FailureReason, message: str) -> RunRecord:
+        """Fail an attempt on the server's initiative (worker lost); the retry policy applies."""
+
+        def change(record: RunRecord) -> RunRecord | None:
+            if record.current.number != attempt or record.state not in (RunState.ASSIGNED, RunState.RUNNING):
+                return None
+            return sm.fail(record, reason, message, None, self.clock())
+
+        return await self.change(run_id, change)
+
+    async def set_pending_reason(self, run_id: str, attempt: int, reason: StateReason) -> None:
+        await self.change(run_id, lambda r: sm.set_pending_reason(r, attempt, reason), notify_scheduler=False)
 
     async def _request_scheduling(self, record: RunRecord, revision: int) -> None:
         message = RunRequested(run_id=record.id, attempt=record.current.number, priority=record.priority)

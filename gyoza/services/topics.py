@@ -21,6 +21,10 @@ class TopicFeed:
         self.bus = bus
         self.runs = runs
 
+    async def on_run(self, record: RunRecord, revision: int) -> None:
+        """Run feed listener: publish what this version of the record has not yet published."""
+        await self.publish_new_events(record)
+
     async def publish_new_events(self, record: RunRecord) -> None:
         delivery = record.event_delivery
         if delivery is None:

@@ -1,0 +1,108 @@
+"""Request/reply, plain publishes and the durable work-queue consumer, for the scheduler and the API.
+
+Handlers are plain ``async`` callables over bytes, so the layers above never see a NATS type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+
+from gyoza.bus.connection import Bus
+from gyoza.bus.records import translate_errors
+from gyoza.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+MessageHandler = Callable[[bytes], Awaitable[None]]
+
+_FETCH_BATCH = 256
+_FETCH_WAIT_S = 1.0
+
+
+class Stoppable:
+    """A running subscription or consumer loop; ``stop()`` ends it."""
+
+    def __init__(self, stop: Callable[[], Awaitable[Any]]) -> None:
+        self._stop = stop
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._stop()
+
+
+async def request(bus: Bus, subject: str, payload: bytes, wait_s: float) -> bytes:
+    """Send a request and wait for the one reply; ``Unavailable`` when nobody answers (no leader yet)."""
+    try:
+        reply = await bus.nc.request(subject, payload, timeout=wait_s)
+    except nats.errors.NoRespondersError:
+        raise Unavailable("no scheduler is running right now; retry shortly") from None
+    except nats.errors.TimeoutError:
+        raise Unavailable("the scheduler did not answer in time; retry shortly") from None
+    return bytes(reply.data)
+
+
+async def publish(bus: Bus, subject: str, payload: bytes) -> None:
+    """A core NATS publish: fire and forget (used where a lost message is recovered by other means)."""
+    with translate_errors():
+        await bus.nc.publish(subject, payload)
+
+
+async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
+    """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``."""
+
+    async def on_message(msg: Msg) -> None:
+        try:
+            reply = await handler(msg.subject, msg.data)
+        except Exception:
+            log.exception("handling %s failed", msg.subject)
+            return
+        if msg.reply:
+            await msg.respond(reply)
+
+    subscription = await bus.nc.subscribe(subject, cb=on_message)
+    return Stoppable(subscription.unsubscribe)
+
+
+async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) -> Stoppable:
+    """Run ``handler`` for each message of the durable pull consumer; ack after it returns, nak if it raises.
+
+    The consumer's config (ack wait, max deliver, back-off) is declared in ``broker/consumers``.
+    """
+    subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+
+    async def loop() -> None:
+        while True:
+            try:
+                messages = await subscription.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT_S)
+            except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(_FETCH_WAIT_S)
+                continue
+            for msg in messages:
+                try:
+                    await handler(msg.data)
+                except Exception:
+                    log.exception("handling a %s message failed", stream)
+                    await msg.nak(delay=1.0)
+                else:
+                    await msg.ack()
+
+    task = asyncio.create_task(loop(), name=f"consume-{stream}")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await subscription.unsubscribe()
+
+    return Stoppable(stop)

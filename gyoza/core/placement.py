@@ -1,0 +1,126 @@
+"""Placement rules (SPEC §5.1-5.3): does a run fit a worker, on which GPUs, and if nowhere, why not.
+
+Pure: the scheduler's ledger hands in plain numbers. VRAM is reserved per device: a run needing ``gpus`` devices with
+``vram_mb`` each gets the devices with the least free VRAM that still fit (best fit keeps large devices whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gyoza.schema import Constraints, ReasonCode, StateReason
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What a run needs; equal demands form one queue lane (the scheduler's index)."""
+
+    cpu: float
+    ram_mb: int
+    vram_mb: int
+    gpus: int
+    tags: frozenset[str]
+
+    @classmethod
+    def of(cls, constraints: Constraints, tags: Iterable[str]) -> Demand:
+        return cls(constraints.cpu, constraints.ram_mb, constraints.vram_mb, constraints.gpus or 0, frozenset(tags))
+
+    def describe(self) -> str:
+        parts = [f"cpu {self.cpu:g}", f"ram {self.ram_mb} MB"]
+        if self.gpus:
+            parts.append(f"{self.gpus} GPU(s) with {self.vram_mb} MB VRAM free each")
+        return ", ".join(parts)
+
+
+@dataclass
+class Capacity:
+    """A worker's totals and what is free right now (totals minus reservations)."""
+
+    worker_id: str
+    cpu_total: float
+    ram_total: int
+    gpu_total: dict[int, int]
+    tags: frozenset[str]
+    schedulable: bool = True
+    cpu_free: float = 0.0
+    ram_free: int = 0
+    gpu_free: dict[int, int] = field(default_factory=dict)
+
+
+def choose_gpus(demand: Demand, gpu_free: dict[int, int]) -> list[int] | None:
+    """The ``demand.gpus`` devices with the least free VRAM that still hold ``vram_mb``; None if too few fit."""
+    if demand.gpus == 0:
+        return []
+    fitting = sorted((free, index) for index, free in gpu_free.items() if free >= demand.vram_mb)
+    if len(fitting) < demand.gpus:
+        return None
+    return sorted(index for _, index in fitting[: demand.gpus])
+
+
+def fit(demand: Demand, worker: Capacity) -> list[int] | None:
+    """GPU ids to use when ``demand`` fits ``worker`` now, else None."""
+    if not worker.schedulable or not demand.tags <= worker.tags:
+        return None
+    if demand.cpu > worker.cpu_free + 1e-9 or demand.ram_mb > worker.ram_free:
+        return None
+    return choose_gpus(demand, worker.gpu_free)
+
+
+def leftover_score(demand: Demand, worker: Capacity) -> float:
+    """How much of the worker stays free after placing ``demand`` (lower = tighter packing, preferred)."""
+    cpu_left = (worker.cpu_free - demand.cpu) / worker.cpu_total if worker.cpu_total else 0.0
+    ram_left = (worker.ram_free - demand.ram_mb) / worker.ram_total if worker.ram_total else 0.0
+    return cpu_left + ram_left
+
+
+def best_worker(demand: Demand, workers: Iterable[Capacity]) -> tuple[Capacity, list[int]] | None:
+    """The fitting worker that the run packs most tightly (ties by id, so placement is deterministic)."""
+    best: tuple[float, str, Capacity, list[int]] | None = None
+    for worker in workers:
+        gpu_ids = fit(demand, worker)
+        if gpu_ids is None:
+            continue
+        key = (leftover_score(demand, worker), worker.worker_id)
+        if best is None or key < best[:2]:
+            best = (key[0], key[1], worker, gpu_ids)
+    return (best[2], best[3]) if best else None
+
+
+def could_ever_fit(demand: Demand, worker: Capacity) -> bool:
+    """Would ``demand`` fit this worker if nothing else were running on it?"""
+    if demand.cpu > worker.cpu_total + 1e-9 or demand.ram_mb > worker.ram_total:
+        return False
+    return choose_gpus(demand, worker.gpu_total) is not None
+
+
+def pending_reason(demand: Demand, workers: list[Capacity]) -> StateReason:
+    """An honest reason why ``demand`` is not placed: who is missing, or what is short and the most free seen."""
+    online = [w for w in workers if w.schedulable]
+    if not online:
+        return StateReason(code=ReasonCode.NO_WORKERS, message="no worker is online")
+    tagged = [w for w in online if demand.tags <= w.tags]
+    if not tagged:
+        wanted = ", ".join(sorted(demand.tags))
+        return StateReason(code=ReasonCode.NO_WORKER_WITH_TAGS, message=f"no online worker has all tags: {wanted}")
+    if not any(could_ever_fit(demand, w) for w in tagged):
+        largest_ram = max(w.ram_total for w in tagged)
+        largest_cpu = max(w.cpu_total for w in tagged)
+        largest_vram = max((v for w in tagged for v in w.gpu_total.values()), default=0)
+        return StateReason(
+            code=ReasonCode.NO_WORKER_LARGE_ENOUGH,
+            message=(
+                f"needs {demand.describe()}; the largest worker has cpu {largest_cpu:g}, ram {largest_ram} MB, "
+                f"GPU VRAM {largest_vram} MB"
+            ),
+        )
+    free_ram = max(w.ram_free for w in tagged)
+    free_cpu = max(w.cpu_free for w in tagged)
+    free_vram = max((v for w in tagged for v in w.gpu_free.values()), default=0)
+    return StateReason(
+        code=ReasonCode.INSUFFICIENT_RESOURCES,
+        message=(
+            f"waiting for {demand.describe()}; the most free on any worker now: cpu {free_cpu:g}, ram {free_ram} MB, "
+            f"GPU VRAM {free_vram} MB"
+        ),
+    )

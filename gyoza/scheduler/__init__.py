@@ -1,0 +1,1 @@
+"""The scheduler: runs inside every server process, acts only in the one holding the leader lease."""

@@ -1,0 +1,100 @@
+"""Who holds what: per-worker totals and the reservations of ASSIGNED/RUNNING attempts, per GPU for VRAM.
+
+Free capacity is kept up to date incrementally (reserve/release), so a fit check is a few comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gyoza.core.placement import Capacity, Demand
+from gyoza.schema import RunState, WorkerRecord, WorkerStatus
+
+
+@dataclass
+class Held:
+    run_id: str
+    attempt: int
+    worker_id: str
+    demand: Demand
+    gpu_ids: list[int]
+    state: RunState
+    cancel_requested: bool = False
+    missing_reports: int = 0
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.workers: dict[str, Capacity] = {}
+        self.held: dict[str, Held] = {}
+        self.by_worker: dict[str, set[str]] = {}
+
+    def upsert_worker(self, record: WorkerRecord, alive: bool) -> bool:
+        """Track a worker's totals, tags and whether it may get work. Returns True when it could take more now."""
+        gpus = {g.index: g.vram_mb for g in record.resources.gpus}
+        schedulable = alive and record.status == WorkerStatus.ONLINE and not record.draining
+        current = self.workers.get(record.id)
+        tags = frozenset(record.tags)
+        if (
+            current is not None
+            and current.cpu_total == record.resources.cpu
+            and current.ram_total == record.resources.ram_mb
+            and current.gpu_total == gpus
+            and current.tags == tags
+            and current.schedulable == schedulable
+        ):
+            return False
+        self.workers[record.id] = Capacity(
+            worker_id=record.id, cpu_total=record.resources.cpu, ram_total=record.resources.ram_mb,
+            gpu_total=gpus, tags=tags, schedulable=schedulable,
+        )  # fmt: skip
+        self._recompute_free(record.id)
+        return schedulable
+
+    def set_schedulable(self, worker_id: str, schedulable: bool) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.schedulable = schedulable
+
+    def _recompute_free(self, worker_id: str) -> None:
+        worker = self.workers[worker_id]
+        worker.cpu_free, worker.ram_free = worker.cpu_total, worker.ram_total
+        worker.gpu_free = dict(worker.gpu_total)
+        for run_id in self.by_worker.get(worker_id, ()):
+            self._take(worker, self.held[run_id], -1)
+
+    @staticmethod
+    def _take(worker: Capacity, held: Held, sign: int) -> None:
+        """Apply a reservation (sign -1) or its release (sign +1) to a worker's free capacity."""
+        worker.cpu_free += sign * held.demand.cpu
+        worker.ram_free += sign * held.demand.ram_mb
+        for index in held.gpu_ids:
+            if index in worker.gpu_free:
+                worker.gpu_free[index] += sign * held.demand.vram_mb
+
+    def reserve(self, held: Held) -> None:
+        """Record (or update) what an attempt holds; a move to another worker releases the old place first."""
+        previous = self.held.get(held.run_id)
+        if previous is not None:
+            if (previous.worker_id, previous.attempt, previous.gpu_ids) == (held.worker_id, held.attempt, held.gpu_ids):
+                previous.state, previous.cancel_requested = held.state, held.cancel_requested
+                return
+            self.release(held.run_id)
+        self.held[held.run_id] = held
+        self.by_worker.setdefault(held.worker_id, set()).add(held.run_id)
+        worker = self.workers.get(held.worker_id)
+        if worker is not None:
+            self._take(worker, held, -1)
+
+    def release(self, run_id: str) -> Held | None:
+        held = self.held.pop(run_id, None)
+        if held is None:
+            return None
+        self.by_worker.get(held.worker_id, set()).discard(run_id)
+        worker = self.workers.get(held.worker_id)
+        if worker is not None:
+            self._take(worker, held, +1)
+        return held
+
+    def on_worker(self, worker_id: str) -> list[Held]:
+        return [self.held[run_id] for run_id in self.by_worker.get(worker_id, ())]

@@ -1,0 +1,91 @@
+"""The scheduler's model of the cluster, derived from run records: the pending queue, runs waiting out a retry
+back-off, and the ledger of what ASSIGNED/RUNNING attempts hold.
+
+Every replica keeps it current from the run feed, so a standby that wins the lease starts placing at once. Record
+versions are applied only when newer than the last one seen for that run; while the leader's own assignment write for
+a run is in flight, older deliveries of that run are ignored, so the model never places a run twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+from gyoza.core.placement import Demand
+from gyoza.scheduler.ledger import Held, Ledger
+from gyoza.scheduler.queue import PendingQueue, QueuedRun
+from gyoza.schema import RunRecord, RunState
+
+
+class ClusterState:
+    def __init__(self) -> None:
+        self.queue = PendingQueue()
+        self.ledger = Ledger()
+        self.revisions: dict[str, int] = {}
+        self.in_flight: set[str] = set()
+        # Runs in retry back-off: heap of (due, run id) plus the run to queue when due.
+        self._delayed: list[tuple[float, str]] = []
+        self.delayed: dict[str, tuple[float, QueuedRun]] = {}
+
+    def apply(self, record: RunRecord, revision: int) -> Held | None:
+        """Apply a run record version. Returns the attempt's holding when a cancel was newly requested for it."""
+        run_id = record.id
+        if revision <= self.revisions.get(run_id, 0) or run_id in self.in_flight:
+            self.revisions[run_id] = max(revision, self.revisions.get(run_id, 0))
+            return None
+        self.revisions[run_id] = revision
+        attempt = record.current
+        if attempt.state == RunState.PENDING:
+            self.ledger.release(run_id)
+            self._enqueue(record)
+            return None
+        self.queue.remove(run_id)
+        self.delayed.pop(run_id, None)
+        if attempt.state in (RunState.ASSIGNED, RunState.RUNNING) and attempt.worker_id is not None:
+            before = self.ledger.held.get(run_id)
+            was_requested = before is not None and before.attempt == attempt.number and before.cancel_requested
+            held = Held(
+                run_id=run_id, attempt=attempt.number, worker_id=attempt.worker_id,
+                demand=Demand.of(record.constraints, record.tags), gpu_ids=list(attempt.gpu_ids),
+                state=attempt.state, cancel_requested=attempt.cancel_requested,
+            )  # fmt: skip
+            self.ledger.reserve(held)
+            return held if held.cancel_requested and not was_requested else None
+        self.ledger.release(run_id)
+        self.revisions.pop(run_id, None)
+        return None
+
+    def _enqueue(self, record: RunRecord) -> None:
+        attempt = record.current
+        queued = self.queue.runs.get(record.id)
+        if queued is not None and queued.attempt == attempt.number and queued.priority == record.priority:
+            queued.reason_code, queued.reason_message = attempt.state_reason.code, attempt.state_reason.message
+            return
+        run = QueuedRun(
+            run_id=record.id, attempt=attempt.number, priority=record.priority,
+            created_at=record.created_at.timestamp(), demand=Demand.of(record.constraints, record.tags),
+            reason_code=attempt.state_reason.code, reason_message=attempt.state_reason.message,
+        )  # fmt: skip
+        due = attempt.not_before.timestamp() if attempt.not_before else 0.0
+        if due > time.time():
+            self.queue.remove(record.id)
+            self.delayed[record.id] = (due, run)
+            heapq.heappush(self._delayed, (due, record.id))
+        else:
+            self.delayed.pop(record.id, None)
+            self.queue.push(run)
+
+    def promote_due(self, now: float) -> float | None:
+        """Queue the runs whose back-off is over. Returns when the next one is due, if any."""
+        while self._delayed:
+            due, run_id = self._delayed[0]
+            entry = self.delayed.get(run_id)
+            if entry is None or entry[0] != due:
+                heapq.heappop(self._delayed)
+                continue
+            if due > now:
+                return due
+            heapq.heappop(self._delayed)
+            del self.delayed[run_id]
+            self.queue.push(entry[1])
+        return None

@@ -1,0 +1,62 @@
+"""Follow the runs bucket: every run record version, in order, handed to the listeners of this process.
+
+At start the KV watch replays the latest version of every run, then ``ready`` is set and live changes follow. The
+query index, the topic feed and the scheduler's model are all listeners, so each process derives them from KV
+alone (SPEC §3, invariant 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from gyoza.bus.connection import Bus
+from gyoza.bus.records import INITIAL_VALUES_DONE, watch_bucket
+from gyoza.schema import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class RunListener(Protocol):
+    async def on_run(self, record: RunRecord, revision: int) -> None: ...
+
+
+class RunFeed:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.listeners: list[RunListener] = []
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, listener: RunListener) -> None:
+        self.listeners.append(listener)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="run-feed")
+        ready = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # the watch failed before the replay finished: raise its error
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        async for change in watch_bucket(self.bus.runs):
+            if change is INITIAL_VALUES_DONE:
+                self.ready.set()
+                continue
+            if change.value is None:
+                continue
+            record = RunRecord.model_validate_json(change.value)
+            for listener in self.listeners:
+                try:
+                    await listener.on_run(record, change.revision)
+                except Exception:
+                    log.exception("%s failed on run %s", type(listener).__name__, record.id)

@@ -1,0 +1,40 @@
+"""What the API asks of the scheduler leader on behalf of workers: heartbeats and drains.
+
+A heartbeat is a NATS request to ``gyoza.workers.<id>.heartbeat``, answered by whichever replica holds the leader
+lease (workers in NATS mode send the same request directly). With no leader for a moment (fail-over), the caller
+gets 503 and retries.
+"""
+
+from __future__ import annotations
+
+from gyoza.bus import messaging, names
+from gyoza.bus.connection import Bus
+from gyoza.bus.records import RecordMissing
+from gyoza.errors import WorkerNotFound
+from gyoza.schema import Heartbeat, HeartbeatIn, HeartbeatReply, WorkerRecord
+from gyoza.services.workers import WorkerService
+
+HEARTBEAT_REPLY_TIMEOUT_S = 5.0
+WORKER_CHANGED_SUBJECT = "gyoza.scheduler.worker_changed"
+
+
+class FleetService:
+    def __init__(self, bus: Bus, workers: WorkerService) -> None:
+        self.bus = bus
+        self.workers = workers
+
+    async def heartbeat(self, worker_id: str, body: HeartbeatIn) -> HeartbeatReply:
+        payload = Heartbeat(worker_id=worker_id, body=body).model_dump_json().encode()
+        reply = await messaging.request(
+            self.bus, names.heartbeat_subject(worker_id), payload, HEARTBEAT_REPLY_TIMEOUT_S
+        )
+        return HeartbeatReply.model_validate_json(reply)
+
+    async def drain(self, worker_id: str) -> WorkerRecord:
+        """Stop new assignments to the worker (durable in KV first), then tell the leader."""
+        try:
+            record = await self.workers.drain(worker_id)
+        except RecordMissing:
+            raise WorkerNotFound(f"no worker with id {worker_id!r}") from None
+        await messaging.publish(self.bus, WORKER_CHANGED_SUBJECT, worker_id.encode())
+        return record

@@ -1,0 +1,69 @@
+"""Worker records in KV ``gyoza_workers``: registered, refreshed and marked offline by the scheduler leader.
+
+Only the leader writes them, but always by compare-and-set, so a deposed leader that has not noticed yet cannot
+overwrite its successor's view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from gyoza.bus.connection import Bus
+from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
+from gyoza.schema import HeartbeatIn, WorkerRecord, WorkerStatus
+from gyoza.services.clock import utcnow
+
+
+class WorkerService:
+    def __init__(self, bus: Bus, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = RecordStore(bus.workers, WorkerRecord)
+        self.clock = clock
+
+    async def all(self) -> list[WorkerRecord]:
+        """Every worker record (the fleet is small: hundreds, read once when a leader takes over)."""
+        return [record async for record in self.store.values()]
+
+    async def record_heartbeat(self, worker_id: str, heartbeat: HeartbeatIn) -> WorkerRecord:
+        """Register an unknown worker, refresh a known one, re-admit an offline one."""
+        now = self.clock()
+
+        def refresh(record: WorkerRecord) -> WorkerRecord:
+            record.resources, record.tags, record.version = heartbeat.resources, list(heartbeat.tags), heartbeat.version
+            record.last_heartbeat = now
+            record.status = WorkerStatus.DRAINING if record.draining else WorkerStatus.ONLINE
+            return record
+
+        while True:
+            try:
+                return (await self.store.mutate(worker_id, refresh))[0]
+            except RecordMissing:
+                fresh = WorkerRecord(
+                    id=worker_id, status=WorkerStatus.ONLINE, resources=heartbeat.resources, tags=list(heartbeat.tags),
+                    version=heartbeat.version, registered_at=now, last_heartbeat=now,
+                )  # fmt: skip
+                try:
+                    await self.store.create(worker_id, fresh)
+                    return fresh
+                except RecordExists:
+                    continue
+
+    async def set_status(self, worker_id: str, status: WorkerStatus) -> WorkerRecord:
+        def change(record: WorkerRecord) -> WorkerRecord | None:
+            if record.status == status:
+                return None
+            record.status = status
+            return record
+
+        return (await self.store.mutate(worker_id, change))[0]
+
+    async def drain(self, worker_id: str) -> WorkerRecord:
+        def change(record: WorkerRecord) -> WorkerRecord | None:
+            if record.draining:
+                return None
+            record.draining = True
+            if record.status == WorkerStatus.ONLINE:
+                record.status = WorkerStatus.DRAINING
+            return record
+
+        return (await self.store.mutate(worker_id, change))[0]
