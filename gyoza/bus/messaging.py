@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -106,3 +107,20 @@ async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) 
         await subscription.unsubscribe()
 
     return Stoppable(stop)
+
+
+async def listen(url: str, creds: str | None, subject: str, handler: MessageHandler) -> Stoppable:
+    """Connect on its own (a worker has no Bus) and pass every message of ``subject`` to ``handler``."""
+    options: dict[str, Any] = {"name": "gyoza-worker", "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+    if creds:
+        options["user_credentials"] = creds
+    nc = await nats.connect([part.strip() for part in url.split(",") if part.strip()], **options)
+
+    async def on_message(msg: Msg) -> None:
+        try:
+            await handler(msg.data)
+        except Exception:
+            log.exception("handling a message on %s failed", subject)
+
+    await nc.subscribe(subject, cb=on_message)
+    return Stoppable(nc.close)

@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
+from gyoza.cli import worker
+
 app = typer.Typer(no_args_is_help=True, help="Gyoza: run containerised ops on a cluster of GPU/CPU workers.")
 server_app = typer.Typer(no_args_is_help=True, help="Run the Gyoza server.")
 app.add_typer(server_app, name="server")
+app.add_typer(worker.app, name="worker")
 
 
 @server_app.command("start")

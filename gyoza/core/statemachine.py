@@ -252,6 +252,13 @@ def _on_cancelled(record: RunRecord, event: WorkerEventIn, now: datetime) -> Run
     return record
 
 
+def _on_given_back(record: RunRecord, event: WorkerEventIn, now: datetime) -> RunRecord | None:
+    if record.state == S.PENDING:
+        return None
+    message = f"given back by worker {record.current.worker_id}" + (f": {event.msg}" if event.msg else "")
+    return unassign(record, event.attempt, message, now)
+
+
 _WORKER_HANDLERS = {
     "STARTED": _on_started,
     "PROGRESS": _on_progress,
@@ -259,6 +266,7 @@ _WORKER_HANDLERS = {
     "COMPLETED": _on_completed,
     "FAILED": _on_failed,
     "CANCELLED": _on_cancelled,
+    "UNASSIGNED": _on_given_back,
 }
 
 

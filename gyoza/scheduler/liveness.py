@@ -30,8 +30,8 @@ from gyoza.services.workers import WorkerService
 
 log = logging.getLogger(__name__)
 
-# An attempt the server thinks a worker holds must be missing from this many consecutive reports before it counts
-# as lost (one miss is normal: the assignment may have been made after the worker built its report).
+# A RUNNING attempt must be missing from this many consecutive reports of its worker before it counts as lost (one
+# miss is normal: the worker may have claimed and started it after it built that report).
 MISSING_REPORTS_TO_LOSE = 2
 
 
@@ -57,14 +57,20 @@ class Liveness:
         self._background: set[asyncio.Task[None]] = set()
 
     async def take_over(self) -> None:
-        """On gaining leadership: load the fleet, and give every known worker a full timeout of grace."""
+        """On gaining leadership: load the fleet and give every live worker a full timeout of grace. Attempts held
+        on workers that are offline (or were never registered) are recovered at once: a previous leader may have
+        died between marking a worker offline and re-queuing its runs."""
         now = time.monotonic()
         self.records = {record.id: record for record in await self.workers.all()}
+        self.last_seen = {}
         for record in self.records.values():
             alive = record.status != WorkerStatus.OFFLINE
             if alive:
                 self.last_seen[record.id] = now
             self.state.ledger.upsert_worker(record, alive=alive)
+        for worker_id in list(self.state.ledger.by_worker):
+            if worker_id not in self.last_seen and self.state.ledger.on_worker(worker_id):
+                await self.evict(worker_id, f"worker {worker_id} was offline when this scheduler took over")
         self.on_change()
 
     async def reload(self, worker_id: str) -> None:
@@ -110,8 +116,10 @@ class Liveness:
             if (held.run_id, held.attempt) in reported:
                 held.missing_reports = 0
                 continue
+            if held.state != RunState.RUNNING:
+                continue  # an unclaimed assignment is not lost: the next claim redelivers it
             held.missing_reports += 1
-            if held.missing_reports == MISSING_REPORTS_TO_LOSE and held.state == RunState.RUNNING:
+            if held.missing_reports == MISSING_REPORTS_TO_LOSE:
                 message = f"worker {worker_id} no longer runs attempt {held.attempt} (it restarted?)"
                 self._spawn(self._lose(held.run_id, held.attempt, message))
         return commands
@@ -122,14 +130,14 @@ class Liveness:
         for worker_id, seen in list(self.last_seen.items()):
             if now - seen > self.worker_timeout:
                 del self.last_seen[worker_id]
-                await self.evict(worker_id, now - seen)
+                await self.evict(worker_id, f"worker {worker_id} sent no heartbeat for {now - seen:.1f} s")
 
-    async def evict(self, worker_id: str, silent_for: float) -> None:
-        log.warning("worker %s evicted after %.1f s without a heartbeat", worker_id, silent_for)
+    async def evict(self, worker_id: str, message: str) -> None:
+        log.warning("evicting: %s", message)
         self.state.ledger.set_schedulable(worker_id, False)
-        if worker_id in self.records:
+        record = self.records.get(worker_id)
+        if record is not None and record.status != WorkerStatus.OFFLINE:
             self.records[worker_id] = await self.workers.set_status(worker_id, WorkerStatus.OFFLINE)
-        message = f"worker {worker_id} sent no heartbeat for {silent_for:.1f} s"
         for held in self.state.ledger.on_worker(worker_id):
             if held.state == RunState.ASSIGNED:
                 await self._apply(self.runs.unassign(held.run_id, held.attempt, message))

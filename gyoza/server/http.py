@@ -22,6 +22,8 @@ from gyoza.schema import NAME_PATTERN, validation_problems
 M = TypeVar("M", bound=BaseModel)
 
 MAX_BODY_BYTES = 1024 * 1024
+# Captured logs of one attempt (SPEC §6: bounded at 10 MiB per attempt) are the one larger body.
+MAX_LOG_BYTES = 10 * 1024 * 1024
 # Quart's own limit, above which it answers 413 before reading the body. That early answer closes the connection
 # while the client is still sending, which the client sees as a reset instead of the 413; so bodies up to this
 # size are read in full and refused by ``read_body``, and only absurd ones get the early answer.

@@ -58,9 +58,7 @@ def test_full_lifecycle_writes_one_event_per_change_with_increasing_ids() -> Non
     ("current", "target"),
     [(s, t) for s in RunState for t in RunState if t not in sm.ALLOWED[s]],
 )
-def test_every_transition_outside_the_table_is_refused_naming_both_states(
-    current: RunState, target: RunState
-) -> None:
+def test_every_transition_outside_the_table_is_refused_naming_both_states(current: RunState, target: RunState) -> None:
     with pytest.raises(InvalidTransition) as info:
         sm.check_transition(current, target)
     assert current.value in info.value.message and target.value in info.value.message
@@ -107,7 +105,8 @@ def test_cancel_of_a_running_run_is_a_request_until_the_worker_confirms() -> Non
 
 
 def test_invalid_outputs_fail_the_attempt_naming_the_field() -> None:
-    record = running(output_specs={"score": OutputSpec(type=ValueType.FLOAT), "label": OutputSpec(type=ValueType.STRING)})
+    specs = {"score": OutputSpec(type=ValueType.FLOAT), "label": OutputSpec(type=ValueType.STRING)}
+    record = running(output_specs=specs)
     sm.apply_worker_event(record, event("COMPLETED", outputs={"score": "high", "label": "cat"}), NOW)
     assert record.state == RunState.FAILED
     assert record.current.state_reason.code == ReasonCode.OUTPUT_INVALID

@@ -9,7 +9,7 @@ from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
 from gyoza.core.views import attempt_views, run_view
-from gyoza.errors import InvalidRequest, NotFound
+from gyoza.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gyoza.schema import (
     AdHocRunIn,
     AttemptList,
@@ -23,7 +23,7 @@ from gyoza.schema import (
     validation_problems,
 )
 from gyoza.server.context import ctx
-from gyoza.server.http import checked_run_id, json_response, list_response, query_int, read_body
+from gyoza.server.http import MAX_LOG_BYTES, checked_run_id, json_response, list_response, query_int, read_body
 
 blueprint = Blueprint("runs", __name__)
 
@@ -134,6 +134,20 @@ async def get_logs(run_id: str) -> Response:
         raise NotFound(f"run {run_id} has no attempt {attempt}")
     logs = await ctx().bus.read_object(f"{run_id}/{attempt}")
     return Response(logs or b"", content_type="text/plain; charset=utf-8")
+
+
+@blueprint.put("/runs/<run_id>/logs")
+@document_querystring(LogsQuery)
+async def put_logs(run_id: str) -> Response:
+    """A worker stores the captured stdout/stderr of an attempt (text, up to 10 MiB; replaces earlier uploads)."""
+    record = await ctx().runs.get(checked_run_id(run_id))
+    attempt = query_int("attempt", record.current.number, 1, record.current.number)
+    logs = await request.get_data(cache=False, as_text=False)
+    assert isinstance(logs, bytes)
+    if len(logs) > MAX_LOG_BYTES:
+        raise PayloadTooLarge("logs are larger than 10 MiB; the worker keeps only the first 10 MiB")
+    await ctx().bus.write_object(f"{run_id}/{attempt}", logs)
+    return Response(status=204)
 
 
 @blueprint.post("/runs/<run_id>/cancel")

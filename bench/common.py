@@ -1,0 +1,202 @@
+"""Shared benchmark plumbing: a NATS + Gyoza server stack on loopback, machine facts, percentiles.
+
+Deliberately independent of ``tests/``: a benchmark stack is started fresh per phase (its own temp dir, its own
+nats-server) so that one phase's leftovers never skew the next one's numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+import gyoza
+from gyoza.bus.embedded import EmbeddedNats, nats_server_binary
+
+API_KEY = "bench-key"
+READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m gyoza server start`` as a child process, pointed at an external NATS URL."""
+
+    def __init__(self, data_dir: Path, nats_url: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.nats_url = nats_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.log_path = data_dir / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
+        env.update(
+            GYOZA_API_KEY=API_KEY,
+            GYOZA_PORT=str(self.port),
+            GYOZA_HOST="127.0.0.1",
+            GYOZA_DATA_DIR=str(self.data_dir),
+            GYOZA_NATS_URL=self.nats_url,
+            GYOZA_LOG_LEVEL="warning",
+            **self.extra_env,
+        )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gyoza", "server", "start"], env=env, stdout=log, stderr=log
+            )
+
+    async def wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        async with httpx.AsyncClient(timeout=1) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gyoza server exited {self.process.returncode}: {self.log_path.read_text()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(self.url + "/health")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"gyoza server not ready: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Stack:
+    """A running nats-server and Gyoza server, with a raw NATS client and an HTTP client for the bench."""
+
+    nats_url: str
+    server: ServerProcess
+    nc: Client
+    js: JetStreamContext
+    http: httpx.AsyncClient
+    work_dir: Path
+
+
+@contextlib.asynccontextmanager
+async def stack(server_env: dict[str, str] | None = None, http_connections: int = 64) -> AsyncIterator[Stack]:
+    """Fresh NATS + Gyoza server in a temp dir; everything is stopped and removed on exit."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gyoza-bench-"))
+    broker = EmbeddedNats(work_dir / "nats")
+    nats_url = await broker.start()
+    server = ServerProcess(work_dir / "gyoza", nats_url, server_env)
+    nc: Client | None = None
+    try:
+        server.start()
+        await server.wait_ready()
+        nc = await nats.connect(nats_url, name="gyoza-bench", max_reconnect_attempts=0)
+        limits = httpx.Limits(max_connections=http_connections, max_keepalive_connections=http_connections)
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30, limits=limits
+        ) as http:
+            yield Stack(nats_url, server, nc, nc.jetstream(timeout=10), http, work_dir)
+    finally:
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        server.stop()
+        broker.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def bare_nats() -> AsyncIterator[tuple[str, Path, Client, JetStreamContext]]:
+    """Only a nats-server (for ceiling measurements without a Gyoza server competing for the CPU)."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gyoza-bench-nats-"))
+    broker = EmbeddedNats(work_dir / "nats")
+    url = await broker.start()
+    nc = await nats.connect(url, name="gyoza-bench", max_reconnect_attempts=0)
+    try:
+        yield url, work_dir, nc, nc.jetstream(timeout=10)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        broker.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+async def bounded_gather(count: int, concurrency: int, work: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """Run ``work(i)`` for i in range(count) with at most ``concurrency`` in flight; results in order."""
+    results: list[Any] = [None] * count
+    next_index = iter(range(count))
+
+    async def lane() -> None:
+        for i in next_index:
+            results[i] = await work(i)
+
+    await asyncio.gather(*(lane() for _ in range(min(concurrency, count))))
+    return results
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], limit_s: float, every: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds or ``limit_s`` passes; returns whether it held."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(every)
+    return False
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def machine_info() -> dict[str, Any]:
+    try:
+        nats_version = subprocess.run(
+            [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        nats_version = f"unknown ({exc})"
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "nats_server": nats_version,
+        "gyoza": gyoza.__version__,
+    }

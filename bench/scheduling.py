@@ -1,0 +1,431 @@
+"""The scheduling benchmark (issue 3).
+
+Phases, each on a fresh NATS + Gyoza server so none inherits another's records:
+
+* ``ceiling``   - what the write path allows at best: raw JetStream KV updates (and get+update CAS cycles) of a
+  run-record-sized value from this Python process, and ``RunService.assign`` in-process, with no server running.
+* ``placement`` - N runs wait (no worker online), then 200 simulated workers heartbeat at once; the assignment rate
+  is measured from the first heartbeat over the first 1,000 (and 5,000) assignments, for each N.
+* ``latency``   - 200 idle workers online; POST /runs -> the run's ``assign`` message, one at a time and at a
+  modest concurrency.
+* ``heartbeats`` - 1,000 workers heartbeating at 1 Hz (spread evenly) while GET /runs/{id} latency is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import Stack, bare_nats, bounded_gather, percentile, stack, until
+from bench.profiling import Profiler
+from bench.sim import AssignmentWatch, SimFleet
+from gyoza.bus import names
+from gyoza.bus.connection import Bus, open_bus
+from gyoza.schema import AdHocRunIn
+from gyoza.services.definitions import DefinitionService
+from gyoza.services.runs import RunService
+from gyoza.settings import Settings
+
+IMAGE = "bench/noop:1"
+RUN_CPU, RUN_RAM_MB = 1.0, 256
+RUN_BODY = {"image": IMAGE, "constraints": {"cpu": RUN_CPU, "ram_mb": RUN_RAM_MB}}
+DEFAULT_HEARTBEAT_S = 2.0  # the server's default heartbeat interval, which the simulated workers follow
+
+
+@dataclass
+class Config:
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    placement_workers: int = 200
+    measure_counts: tuple[int, ...] = (1_000, 5_000)
+    create_concurrency: int = 128
+    placement_timeout_s: float = 60.0
+    latency_sequential: int = 300
+    latency_concurrent: int = 600
+    latency_concurrency: int = 8
+    heartbeat_workers: int = 1_000
+    heartbeat_hz: float = 1.0
+    heartbeat_warmup_s: float = 3.0
+    heartbeat_measure_s: float = 15.0
+    get_concurrency: int = 4
+    ceiling_ops: int = 10_000
+    ceiling_max_s: float = 5.0
+    ceiling_assign_runs: int = 3_000
+    profile: bool = False
+    results_dir: str = "bench/results"
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(
+            sizes=(1_000, 5_000, 20_000), latency_sequential=150, latency_concurrent=300, heartbeat_measure_s=8.0,
+            ceiling_ops=5_000, ceiling_assign_runs=1_500,
+        )  # fmt: skip
+
+
+GOALS = {
+    "placement_rate_per_s": 2_000.0,
+    "submit_to_assigned_p99_ms": 25.0,
+    "get_run_p99_ms_under_heartbeats": 100.0,
+}
+
+
+@dataclass
+class Outcome:
+    """What a benchmark hands to ``bench.__main__``: config, raw results, goals checked and a table to print."""
+
+    name: str
+    config: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    goals: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def row(self, metric: str, value: str, goal: str = "", verdict: str = "") -> None:
+        self.rows.append((metric, value, goal, verdict))
+
+    def goal(self, metric: str, measured: float, target: float, higher_is_better: bool) -> str:
+        met = measured >= target if higher_is_better else measured <= target
+        self.goals.append({"metric": metric, "measured": measured, "target": target, "met": met})
+        return "met" if met else "MISSED"
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def service_bus(nats_url: str, work_dir: Path) -> AsyncIterator[tuple[Bus, RunService]]:
+    """The services layer in this process (for creating many runs faster than over HTTP)."""
+    bus = await open_bus(Settings(nats_url=nats_url, data_dir=work_dir / "bench-client"))
+    try:
+        yield bus, RunService(bus, DefinitionService(bus))
+    finally:
+        await bus.close()
+
+
+async def create_runs(runs: RunService, count: int, concurrency: int) -> tuple[float, list[str]]:
+    """Create ``count`` runs through ``RunService.create_adhoc``; returns (runs/s, ids; the last one is newest)."""
+    body = AdHocRunIn.model_validate(RUN_BODY)
+    started = time.perf_counter()
+    created = await bounded_gather(count - 1, concurrency, lambda _: runs.create_adhoc(body, None))
+    last, _ = await runs.create_adhoc(body, None)  # strictly after the others: newest in GET /runs
+    ids = [record.id for record, _ in created] + [last.id]
+    return count / (time.perf_counter() - started), ids
+
+
+async def server_caught_up(s: Stack, last_run_id: str) -> bool:
+    """The scheduler consumed every run request and the server's feed has reached the newest run."""
+    info = await s.js.consumer_info(names.RUN_REQUESTS_STREAM, "scheduler")
+    if info.num_pending or info.num_ack_pending:
+        return False
+    listed = (await s.http.get("/runs", params={"limit": 1})).json()["data"]
+    return bool(listed) and listed[0]["id"] == last_run_id
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def latency_summary(samples: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(samples),
+        "p50_ms": ms(percentile(samples, 50)),
+        "p90_ms": ms(percentile(samples, 90)),
+        "p99_ms": ms(percentile(samples, 99)),
+        "max_ms": ms(max(samples)) if samples else float("nan"),
+    }
+
+
+# --- phase: ceiling -----------------------------------------------------------------------------------------------
+
+
+async def phase_ceiling(cfg: Config) -> dict[str, Any]:
+    async with bare_nats() as (url, work_dir, _, js), service_bus(url, work_dir) as (_, runs):
+        # A real ASSIGNED run record, so the raw writes below move exactly as many bytes as placement does.
+        record, _ = await runs.create_adhoc(AdHocRunIn.model_validate(RUN_BODY), None)
+        await runs.assign(record.id, 1, "sim-00000", [])
+        value, _ = await runs.store.get_raw(record.id)
+
+        kv = await js.create_key_value(bucket="bench_ceiling", history=1)
+        lanes = 128
+        keys = [f"k{i}" for i in range(lanes * 8)]
+        revisions = dict(zip(keys, await asyncio.gather(*(kv.put(k, value) for k in keys)), strict=True))
+
+        async def raw_rate(with_get: bool) -> float:
+            done, deadline = 0, time.perf_counter() + cfg.ceiling_max_s
+
+            async def lane(j: int) -> None:
+                nonlocal done
+                own = keys[j::lanes]
+                i = 0
+                while done < cfg.ceiling_ops and time.perf_counter() < deadline:
+                    key = own[i % len(own)]
+                    if with_get:
+                        revisions[key] = (await kv.get(key)).revision or 0
+                    revisions[key] = await kv.update(key, value, last=revisions[key])
+                    done += 1
+                    i += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(lane(j) for j in range(lanes)))
+            return done / (time.perf_counter() - started)
+
+        update_rate = await raw_rate(with_get=False)
+        cas_rate = await raw_rate(with_get=True)
+
+        # RunService.assign (get, parse, state machine, serialise, CAS write) in this process, 128 in flight
+        # like the scheduler: the Python cost of one assignment without a server, its feed or its index.
+        rate_in, pending = await create_runs(runs, cfg.ceiling_assign_runs, 128)
+        started = time.perf_counter()
+        await bounded_gather(len(pending), 128, lambda i: runs.assign(pending[i], 1, f"sim-{i % 200:05d}", []))
+        assign_rate = len(pending) / (time.perf_counter() - started)
+    return {
+        "record_bytes": len(value),
+        "kv_update_per_s": round(update_rate),
+        "kv_get_update_cas_per_s": round(cas_rate),
+        "service_assign_per_s": round(assign_rate),
+        "service_create_per_s": round(rate_in),
+        "in_flight": 128,
+    }
+
+
+# --- phase: placement ---------------------------------------------------------------------------------------------
+
+
+async def phase_placement(cfg: Config, n: int, results_dir: Path, profile: bool) -> dict[str, Any]:
+    per_worker = math.ceil(n / cfg.placement_workers) + 1
+    async with stack() as s, service_bus(s.nats_url, s.work_dir) as (_, runs):
+        create_rate, ids = await create_runs(runs, n, cfg.create_concurrency)
+        last_id = ids[-1]
+        ingest_started = time.perf_counter()
+        if not await until(lambda: server_caught_up(s, last_id), limit_s=max(60.0, n / 500), every=0.25):
+            raise TimeoutError(f"server did not ingest {n} runs in time")
+        ingest_s = time.perf_counter() - ingest_started
+
+        watch = AssignmentWatch(s.nc)
+        await watch.start()
+        premature = len(watch.times)
+        fleet = SimFleet(s.nc, cfg.placement_workers, cpu=per_worker * RUN_CPU, ram_mb=per_worker * RUN_RAM_MB)
+        target = max(k for k in (*cfg.measure_counts, min(n, min(cfg.measure_counts))) if k <= n)
+        profiler = Profiler(s.server.pid, results_dir / f"profile-placement-{n}.txt", 8.0) if profile else None
+        if profiler is not None:
+            await profiler.start()
+        first_heartbeat = time.perf_counter()
+        await fleet.join()
+        joined_s = time.perf_counter() - first_heartbeat
+        fleet.start_beating(DEFAULT_HEARTBEAT_S)
+        complete = await watch.wait_count(target, cfg.placement_timeout_s)
+        profile_summary = await profiler.finish() if profiler is not None else None
+        await fleet.stop()
+        await watch.stop()
+
+    times = watch.times
+    result: dict[str, Any] = {
+        "pending_runs": n,
+        "workers": cfg.placement_workers,
+        "worker_cpu": per_worker * RUN_CPU,
+        "create_per_s": round(create_rate),
+        "ingest_wait_s": round(ingest_s, 2),
+        "assigned_before_workers": premature,
+        "all_workers_joined_s": round(joined_s, 3),
+        "first_assignment_ms": ms(times[0] - first_heartbeat) if times else None,
+        "measured_count": target,
+        "complete": complete,
+        "heartbeat_failures": fleet.failures,
+    }
+    for k in cfg.measure_counts:
+        if k <= n and len(times) >= k:
+            result[f"rate_first_{k}_per_s"] = round(k / (times[k - 1] - first_heartbeat))
+            result[f"steady_rate_first_{k}_per_s"] = round((k - 1) / (times[k - 1] - times[0]))
+    if profile_summary is not None:
+        result["profile"] = profile_summary
+    return result
+
+
+# --- phase: latency -----------------------------------------------------------------------------------------------
+
+
+async def phase_latency(cfg: Config) -> dict[str, Any]:
+    async with stack() as s:
+        fleet = SimFleet(s.nc, cfg.placement_workers, cpu=100_000, ram_mb=1 << 30)
+        await fleet.join()
+        fleet.start_beating(DEFAULT_HEARTBEAT_S)
+        watch = AssignmentWatch(s.nc, by_run=True)
+        await watch.start()
+        posts: list[float] = []
+        lost = 0
+
+        async def one() -> float | None:
+            nonlocal lost
+            started = time.perf_counter()
+            response = await s.http.post("/runs", json=RUN_BODY)
+            posts.append(time.perf_counter() - started)
+            response.raise_for_status()
+            assigned = await watch.wait_for(response.json()["id"], limit_s=5.0)
+            if assigned is None:
+                lost += 1
+                return None
+            return assigned - started
+
+        for _ in range(20):  # warm-up: connections, caches
+            await one()
+        posts.clear()
+        sequential = [x for x in [await one() for _ in range(cfg.latency_sequential)] if x is not None]
+        sequential_posts = list(posts)
+        posts.clear()
+        concurrent_started = time.perf_counter()
+        concurrent = await bounded_gather(cfg.latency_concurrent, cfg.latency_concurrency, lambda _: one())
+        concurrent_s = time.perf_counter() - concurrent_started
+        await fleet.stop()
+        await watch.stop()
+    return {
+        "workers": cfg.placement_workers,
+        "sequential": {**latency_summary(sequential), "post_p50_ms": ms(percentile(sequential_posts, 50))},
+        "concurrent": {
+            **latency_summary([x for x in concurrent if x is not None]),
+            "concurrency": cfg.latency_concurrency,
+            "post_p50_ms": ms(percentile(posts, 50)),
+            "runs_per_s": round(cfg.latency_concurrent / concurrent_s),
+        },
+        "not_assigned_within_5s": lost,
+    }
+
+
+# --- phase: heartbeats --------------------------------------------------------------------------------------------
+
+
+async def phase_heartbeats(cfg: Config) -> dict[str, Any]:
+    interval = 1 / cfg.heartbeat_hz
+    env = {"GYOZA_HEARTBEAT_INTERVAL": str(interval)}
+    async with stack(server_env=env) as s:
+        created = await bounded_gather(200, 16, lambda _: s.http.post("/runs", json=RUN_BODY))
+        run_ids = [r.json()["id"] for r in created]
+
+        async def get_latencies(seconds: float) -> list[float]:
+            samples: list[float] = []
+            deadline = time.perf_counter() + seconds
+
+            async def lane() -> None:
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    response = await s.http.get(f"/runs/{random.choice(run_ids)}")
+                    samples.append(time.perf_counter() - started)
+                    response.raise_for_status()
+
+            await asyncio.gather(*(lane() for _ in range(cfg.get_concurrency)))
+            return samples
+
+        baseline = await get_latencies(3.0)
+        fleet = SimFleet(s.nc, cfg.heartbeat_workers, cpu=64, ram_mb=262_144, prefix="hb")
+        await fleet.join()
+        fleet.start_beating(interval)
+        await asyncio.sleep(cfg.heartbeat_warmup_s)  # let the first round of worker-record writes settle
+        fleet.recording = True
+        failures_before = fleet.failures
+        loaded = await get_latencies(cfg.heartbeat_measure_s)
+        fleet.recording = False
+        heartbeats = list(fleet.latencies)
+        failures = fleet.failures - failures_before
+        await fleet.stop()
+        workers = (await s.http.get("/workers")).json()["data"]
+    return {
+        "workers": cfg.heartbeat_workers,
+        "heartbeat_hz_per_worker": cfg.heartbeat_hz,
+        "server_heartbeat_interval_s": interval,
+        "measure_s": cfg.heartbeat_measure_s,
+        "get_concurrency": cfg.get_concurrency,
+        "get_run_idle": latency_summary(baseline),
+        "get_run_under_heartbeats": latency_summary(loaded),
+        "get_per_s_under_heartbeats": round(len(loaded) / cfg.heartbeat_measure_s),
+        "heartbeat_reply": latency_summary(heartbeats),
+        "heartbeats_per_s": round(len(heartbeats) / cfg.heartbeat_measure_s),
+        "heartbeat_failures": failures,
+        "workers_online_at_end": sum(1 for w in workers if w["status"] == "ONLINE"),
+    }
+
+
+# --- the benchmark ------------------------------------------------------------------------------------------------
+
+
+async def run(quick: bool = False, profile: bool = False, results_dir: Path = Path("bench/results")) -> Outcome:
+    cfg = Config.quick() if quick else Config()
+    cfg.profile = profile
+    cfg.results_dir = str(results_dir)
+    out = Outcome("scheduling", asdict(cfg))
+    phase_s: dict[str, float] = {}
+
+    started = time.perf_counter()
+    ceiling = await phase_ceiling(cfg)
+    phase_s["ceiling"] = time.perf_counter() - started
+    out.results["ceiling"] = ceiling
+    out.row("ceiling: raw KV update (128 in flight)", f"{ceiling['kv_update_per_s']:,}/s")
+    out.row("ceiling: raw KV get+update CAS", f"{ceiling['kv_get_update_cas_per_s']:,}/s")
+    out.row("ceiling: RunService.assign in-process", f"{ceiling['service_assign_per_s']:,}/s")
+
+    placements = []
+    for n in cfg.sizes:
+        started = time.perf_counter()
+        result = await phase_placement(cfg, n, results_dir, profile)
+        phase_s[f"placement_{n}"] = time.perf_counter() - started
+        placements.append(result)
+        for k in cfg.measure_counts:
+            rate = result.get(f"rate_first_{k}_per_s")
+            if rate is None:
+                continue
+            verdict = out.goal(f"placement {n:,} pending, first {k:,}", rate, GOALS["placement_rate_per_s"], True)
+            out.row(
+                f"placement: {n:,} pending, first {k:,} assigned",
+                f"{rate:,}/s (steady {result[f'steady_rate_first_{k}_per_s']:,}/s)",
+                f">= {GOALS['placement_rate_per_s']:,.0f}/s",
+                verdict,
+            )
+        if not result["complete"]:
+            out.row(f"placement: {n:,} pending", f"only {result['measured_count']} target not reached", "", "MISSED")
+    out.results["placement"] = placements
+    rates = [p["rate_first_1000_per_s"] for p in placements if "rate_first_1000_per_s" in p]
+    if rates:
+        out.row("placement: flatness (min/max of first-1,000 rates)", f"{min(rates) / max(rates):.2f}", "~1.0")
+
+    started = time.perf_counter()
+    latency = await phase_latency(cfg)
+    phase_s["latency"] = time.perf_counter() - started
+    out.results["latency"] = latency
+    for mode in ("sequential", "concurrent"):
+        summary = latency[mode]
+        label = "one at a time" if mode == "sequential" else f"{cfg.latency_concurrency} in flight"
+        verdict = out.goal(
+            f"submit->ASSIGNED p99 ({label})", summary["p99_ms"], GOALS["submit_to_assigned_p99_ms"], False
+        )
+        out.row(
+            f"submit -> ASSIGNED, {label}",
+            f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms (n={summary['count']})",
+            f"p99 <= {GOALS['submit_to_assigned_p99_ms']:g} ms",
+            verdict,
+        )
+
+    started = time.perf_counter()
+    heartbeats = await phase_heartbeats(cfg)
+    phase_s["heartbeats"] = time.perf_counter() - started
+    out.results["heartbeats"] = heartbeats
+    loaded = heartbeats["get_run_under_heartbeats"]
+    verdict = out.goal(
+        "GET /runs/{id} p99 under heartbeats", loaded["p99_ms"], GOALS["get_run_p99_ms_under_heartbeats"], False
+    )
+    out.row(
+        f"GET /runs/{{id}} with {cfg.heartbeat_workers:,} workers at {cfg.heartbeat_hz:g} Hz",
+        f"p50 {loaded['p50_ms']} ms, p99 {loaded['p99_ms']} ms (idle p99 {heartbeats['get_run_idle']['p99_ms']} ms)",
+        f"p99 <= {GOALS['get_run_p99_ms_under_heartbeats']:g} ms",
+        verdict,
+    )
+    reply = heartbeats["heartbeat_reply"]
+    out.row(
+        "heartbeat reply (NATS request/reply)",
+        f"p50 {reply['p50_ms']} ms, p99 {reply['p99_ms']} ms, {heartbeats['heartbeats_per_s']}/s, "
+        f"{heartbeats['heartbeat_failures']} failed, {heartbeats['workers_online_at_end']} online",
+    )
+    out.results["phase_seconds"] = {k: round(v, 1) for k, v in phase_s.items()}
+    return out

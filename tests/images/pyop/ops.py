@@ -1,0 +1,95 @@
+"""Test ops baked into ``gyoza-test/pyop:latest`` (run as ``docker run gyoza-test/pyop:latest <op>``).
+
+Each exercises one path of the worker: success, live events, failure, cancel/timeout, OOM, output validation,
+raw exit codes and GPU visibility. Standard library + ``gyoza.op`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import gyoza.op as sdk
+
+
+@sdk.op
+def echo(**inputs: Any) -> dict[str, Any]:
+    """Return the inputs unchanged."""
+    return inputs
+
+
+@sdk.op
+def progress(steps: int = 5, delay: float = 0.05) -> dict[str, Any]:
+    """Report progress 0..100 in ``steps`` steps, an INFO per step, sleeping ``delay`` seconds between them."""
+    sdk.progress(0)
+    for step in range(1, steps + 1):
+        time.sleep(delay)
+        sdk.info(f"step {step}/{steps}")
+        sdk.progress(step * 100 // steps)
+    return {"steps": steps}
+
+
+@sdk.op
+def fail() -> None:
+    """Fail the way user code does."""
+    raise ValueError("bad input")
+
+
+@sdk.op
+def sleep(seconds: float = 3600) -> dict[str, Any]:
+    """Sleep (for cancel and timeout tests). SIGTERM keeps its default action: the process dies at once."""
+    sdk.info(f"sleeping {seconds}s")
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@sdk.op
+def oom(chunk_mb: int = 16, max_mb: int = 4096) -> dict[str, Any]:
+    """Allocate memory until the container's limit kills it (stops at ``max_mb`` so it cannot eat a host)."""
+    hoard = []
+    while len(hoard) * chunk_mb < max_mb:
+        # b"x" * n writes every byte, so the pages are really resident (a zero-filled bytearray may not be).
+        hoard.append(b"x" * (chunk_mb * 1024 * 1024))
+    return {"allocated_mb": len(hoard) * chunk_mb}
+
+
+@sdk.op
+def bad_outputs() -> dict[str, Any]:
+    """Outputs that break an output spec declaring ``score: float``."""
+    return {"score": "high"}
+
+
+@sdk.op
+def exit_code(code: int = 3, message: str = "exiting on purpose") -> None:
+    """Exit with ``code`` after writing ``message`` to stderr, bypassing the SDK's error.json."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    sys.exit(code)  # SystemExit is not an op failure: the SDK lets it through, no error.json
+
+
+@sdk.op
+def gpu() -> dict[str, Any]:
+    """Which GPUs the op was given and which the container runtime exposes."""
+    return {
+        "gyoza_gpu_ids": os.environ.get("GYOZA_GPU_IDS"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "nvidia_visible_devices": os.environ.get("NVIDIA_VISIBLE_DEVICES"),
+        "context_gpu_ids": list(sdk.context().gpu_ids),
+    }
+
+
+@sdk.op
+def whoami() -> dict[str, Any]:
+    """The attempt's context as the op sees it (run id, attempt, op name/version, GPUs)."""
+    ctx = sdk.context()
+    return {
+        "run_id": ctx.run_id,
+        "attempt": ctx.attempt,
+        "op_name": ctx.op_name,
+        "op_version": ctx.op_version,
+        "gpu_ids": list(ctx.gpu_ids),
+        "io_dir": str(ctx.io_dir),
+    }
+
