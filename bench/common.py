@@ -134,7 +134,10 @@ async def stack(server_env: dict[str, str] | None = None, http_connections: int 
                 await nc.close()
         server.stop()
         broker.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):  # keep logs and stores for a post-mortem
+            print(f"kept {work_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

@@ -218,10 +218,11 @@ async def wait_run(
     run_id: str,
     timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline
     state: str | None = None,
-    reason: str | None = None,
+    reason: str | tuple[str, ...] | None = None,
     attempt: int | None = None,
 ) -> dict[str, Any]:
-    """Poll the run until it is in ``state`` (with ``reason`` code and ``attempt`` number, when given)."""
+    """Poll the run until it is in ``state`` (with ``reason`` code, or one of them, and ``attempt``, when given)."""
+    reasons = (reason,) if isinstance(reason, str) else reason
 
     last: dict[str, Any] = {}
 
@@ -229,7 +230,7 @@ async def wait_run(
         run = last["run"] = await get_run(http, run_id)
         wanted = (
             (state is None or run["state"] == state)
-            and (reason is None or run["state_reason"]["code"] == reason)
+            and (reasons is None or run["state_reason"]["code"] in reasons)
             and (attempt is None or run["current_attempt"] == attempt)
         )
         return run if wanted else None

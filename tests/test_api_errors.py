@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from tests.processes import GyozaServer
+from tests.processes import API_KEY, GyozaServer
 from tests.scheduling import assign_run
 from tests.test_api_definitions import NO_WORKER_TAG, definition, deploy
 from tests.test_api_runs import adhoc_run, event, run_keys
@@ -408,6 +408,17 @@ async def test_every_endpoint_but_health_needs_the_key(
             response = await anonymous.request(method, path, json=body if method in ("POST", "PATCH") else None)
             error_of(response, 401, "UNAUTHORIZED")
         assert (await anonymous.get("/health")).status_code == 200
+
+
+async def test_early_refusals_keep_the_connection_usable(server: GyozaServer) -> None:
+    # A refusal sent before the request body was read (401 from the auth check, 404 from routing) must not break
+    # the keep-alive connection that SDK clients reuse for their next request.
+    async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=1)) as http:
+        for _ in range(50):
+            error_of(await http.post("/runs", json={"image": "alpine:3"}), 401, "UNAUTHORIZED")
+            refused = await http.post("/no-such-endpoint", json={"a": 1}, headers={"X-API-Key": API_KEY})
+            error_of(refused, 404, "NOT_FOUND")
+            assert (await http.get("/health")).status_code == 200
 
 
 async def test_openapi_lists_the_main_paths(server: GyozaServer) -> None:

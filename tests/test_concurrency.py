@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from typing import Any
 
 import h11
@@ -19,13 +20,19 @@ RUNS_STREAM = "KV_gyoza_runs"
 
 
 async def running_run(client: httpx.AsyncClient, nats_url: str, image: str = "busybox:1") -> str:
-    created = await client.post("/runs", json={"image": image, "inputs": {}})
+    """A RUNNING run on a made-up worker. Its tag matches no worker, so the scheduler never places it itself."""
+    body = {"image": image, "inputs": {}, "tags": ["nowhere-" + uuid.uuid4().hex[:8]]}
+    created = await client.post("/runs", json=body)
     assert created.status_code == 201, created.text
     run_id: str = created.json()["id"]
-    await assign_run(nats_url, run_id)
-    started = await client.post(f"/runs/{run_id}/events", json={"attempt": 1, "type": "STARTED"})
-    assert started.status_code == 200, started.text
+    await start_attempt(client, nats_url, run_id, 1)
     return run_id
+
+
+async def start_attempt(client: httpx.AsyncClient, nats_url: str, run_id: str, attempt: int) -> None:
+    await assign_run(nats_url, run_id, "ghost-" + uuid.uuid4().hex[:8])
+    started = await client.post(f"/runs/{run_id}/events", json={"attempt": attempt, "type": "STARTED"})
+    assert started.status_code == 200, started.text
 
 
 async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
@@ -171,6 +178,8 @@ async def test_stale_attempt_write_is_refused_and_changes_nothing(
     assert (await client.post(f"/runs/{run_id}/events", json={"attempt": 1, "type": "CANCELLED"})).status_code == 200
     retried = await client.post(f"/runs/{run_id}/retry")
     assert retried.status_code == 200 and retried.json()["current_attempt"] == 2, retried.text
+    # Attempt 2 runs elsewhere: nothing else has a reason to write this run while the old worker talks.
+    await start_attempt(client, nats_url, run_id, 2)
 
     subject = f"$KV.gyoza_runs.{run_id}"
     before_seq = (await js.get_last_msg(RUNS_STREAM, subject)).seq
@@ -213,7 +222,8 @@ async def test_fifty_concurrent_creates_with_one_idempotency_key(
     seq = start_seq + 1
     while True:
         try:
-            msg = await js.get_msg(RUNS_STREAM, seq=seq, next=True)
+            # With a subject, ``next`` skips the sequences of superseded revisions (one message per key is kept).
+            msg = await js.get_msg(RUNS_STREAM, seq=seq, subject="$KV.gyoza_runs.>", next=True)
         except nats.js.errors.NotFoundError:
             break  # past the end of the stream
         record = json.loads(msg.data or b"{}")

@@ -121,6 +121,7 @@ async def test_run_lost_after_a_slow_claim_is_still_retried(http: httpx.AsyncCli
     assert (await http.get(f"/runs/{run}")).json()["state"] == "ASSIGNED", "an unclaimed assignment is not lost"
     assert [a["run_id"] for a in await worker.claim(hold=False)] == [run], "redelivered to the next claim"
     assert (await worker.report(run, 1, "STARTED")).status_code == 200
+    worker.forget()  # ...and restarts, its container gone
     await wait_run(http, run, timeout=5, attempt=2)
 
 

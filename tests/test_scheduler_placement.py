@@ -7,7 +7,7 @@ gives its workers and runs a tag of its own: the scheduler can then never hand o
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -66,7 +66,7 @@ async def test_vram_run_avoids_the_fuller_gpu(http: httpx.AsyncClient, fleet: Fl
     small = await assigned(http, (await create_run(http, [tag], vram_mb=4 * GB))["id"], worker)
     assert small["gpu_ids"] == [1 - full], "only the other GPU has 4 GB free"
 
-    view = await until(lambda: _with_reserved(worker, 26 * GB), what="reservations visible")
+    view = await until(reserved_vram(worker, 26 * GB), what="reservations visible")
     per_gpu = {g["index"]: (g["reserved_vram_mb"], g["free_vram_mb"]) for g in view["gpus"]}
     assert per_gpu == {full: (22 * GB, 2 * GB), 1 - full: (4 * GB, 20 * GB)}
 
@@ -207,12 +207,14 @@ async def test_patch_priority_reorders_the_queue(http: httpx.AsyncClient, fleet:
 # --- reservations --------------------------------------------------------------------------------------------------
 
 
-def _with_reserved(worker: SimWorker, vram_mb: int) -> Any:
+def reserved_vram(worker: SimWorker, vram_mb: int) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+    """A predicate for ``until``: the worker's view once its reserved VRAM is ``vram_mb``."""
+
     async def check() -> dict[str, Any] | None:
         view = await worker.view()
         return view if view["reserved"]["vram_mb"] == vram_mb else None
 
-    return check()
+    return check
 
 
 async def test_reservations_are_released_at_every_terminal_state(
@@ -222,7 +224,7 @@ async def test_reservations_are_released_at_every_terminal_state(
     runs = [(await create_run(http, [tag], cpu=1, ram_mb=1 * GB, vram_mb=5 * GB))["id"] for _ in range(4)]
     for run_id in runs:
         await assigned(http, run_id, worker)
-    view = await until(lambda: _with_reserved(worker, 20 * GB), what="all four reserved")
+    view = await until(reserved_vram(worker, 20 * GB), what="all four reserved")
     assert view["reserved"] == {"cpu": 4.0, "ram_mb": 4 * GB, "vram_mb": 20 * GB}
     assert view["free"] == {"cpu": 0.0, "ram_mb": 4 * GB, "vram_mb": 4 * GB}
     assert view["gpus"][0]["free_vram_mb"] == 4 * GB
@@ -242,7 +244,7 @@ async def test_reservations_are_released_at_every_terminal_state(
         assert (await end).status_code == 200
         await wait_run(http, run_id, state=state)
         still_reserved -= 5 * GB
-        view = await until(lambda: _with_reserved(worker, still_reserved), what=f"{state} released")
+        view = await until(reserved_vram(worker, still_reserved), what=f"{state} released")
         assert view["reserved"]["cpu"] == still_reserved / (5 * GB)
     assert view["free"] == {"cpu": 4.0, "ram_mb": 8 * GB, "vram_mb": 24 * GB}
 

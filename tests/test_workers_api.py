@@ -78,9 +78,10 @@ async def test_drained_worker_gets_no_new_work_but_finishes_its_own(http: httpx.
     assert drained.json()["status"] == "DRAINING"
     assert [r["run_id"] for r in drained.json()["running"]] == [first]
 
-    # The worker has a free core, yet a new run waits (with its reason written, so the scheduler did look at it).
+    # The worker has a free core, yet a new run waits (with its reason written, so the scheduler did look at it):
+    # no schedulable worker has the tag (or, when this test runs alone, none is schedulable at all).
     second = (await create_run(http, [tag], cpu=1))["id"]
-    waiting = await wait_run(http, second, timeout=3, state="PENDING", reason="NO_WORKER_WITH_TAGS")
+    waiting = await wait_run(http, second, timeout=3, state="PENDING", reason=("NO_WORKER_WITH_TAGS", "NO_WORKERS"))
     assert waiting["worker_id"] is None
     completed = await worker.report(first, 1, "COMPLETED", payload={"outputs": {"ok": True}})
     assert completed.status_code == 200, completed.text

@@ -9,6 +9,9 @@ LOGS_BUCKET = "gyoza_logs"
 
 RUN_REQUESTS_STREAM = "GYOZA_RUN_REQUESTS"
 RUN_REQUESTED_SUBJECT = "gyoza.runs.requested"
+SCHEDULER_CONSUMER = "scheduler"
+# Core NATS: another replica changed a worker record (drain); the leader re-reads it.
+WORKER_CHANGED_SUBJECT = "gyoza.scheduler.worker_changed"
 TOPICS_STREAM = "GYOZA_TOPICS"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,8 @@ def start(
         if value not in allowed:
             raise typer.BadParameter(f"must be one of {', '.join(allowed)}", param_hint=f"--{option}")
     settings = Settings.load(server_url=server, api_key=api_key)
+    # Like the server: GYOZA_LOG_LEVEL (default info) applies, so what the worker does is visible in its output.
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.api_key:
         typer.echo("an API key is required: set GYOZA_API_KEY or pass --api-key", err=True)
         raise typer.Exit(2)

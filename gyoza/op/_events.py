@@ -17,7 +17,7 @@ _lock = threading.Lock()
 
 
 def _emit(event: dict[str, Any]) -> None:
-    line = (json.dumps(event, ensure_ascii=False) + "\n").encode()
+    line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     directory = io_dir()
     if not directory.is_dir():
         # Called outside an attempt (e.g. the op function in a unit test): show the event instead of failing.

@@ -24,7 +24,6 @@ from gyoza.scheduler.liveness import Liveness
 from gyoza.scheduler.queue import QueuedRun
 from gyoza.scheduler.state import ClusterState
 from gyoza.schema import Heartbeat, RunRecord, RunRequested, RunState, WorkerCommand
-from gyoza.services.fleet import WORKER_CHANGED_SUBJECT
 from gyoza.services.runs import RunService
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
@@ -101,8 +100,10 @@ class Scheduler:
         await self.liveness.take_over()
         self._subscriptions = [
             await messaging.serve(self.bus, names.heartbeat_subject("*"), self._on_heartbeat),
-            await messaging.serve(self.bus, WORKER_CHANGED_SUBJECT, self._on_worker_changed),
-            await messaging.consume(self.bus, names.RUN_REQUESTS_STREAM, "scheduler", self._on_run_requested),
+            await messaging.serve(self.bus, names.WORKER_CHANGED_SUBJECT, self._on_worker_changed),
+            await messaging.consume(
+                self.bus, names.RUN_REQUESTS_STREAM, names.SCHEDULER_CONSUMER, self._on_run_requested
+            ),
         ]
         self._leader_tasks = [
             asyncio.create_task(self._every(0, self._place_when_woken), name="scheduler-placement"),

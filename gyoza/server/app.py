@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 
 from quart import Quart, request
 from quart_schema import QuartSchema
+from werkzeug.exceptions import RequestEntityTooLarge
 
 import gyoza
 from gyoza.errors import Unauthorized
@@ -33,6 +35,7 @@ def create_app(settings: Settings) -> Quart:
         scalar_ui_path=None,
     )
     register_error_handlers(app)
+    _register_body_receipt(app)
     _register_auth(app, settings.api_key)
     for blueprint in (meta.blueprint, definitions.blueprint, runs.blueprint, topics.blueprint, workers.blueprint):
         app.register_blueprint(blueprint)
@@ -48,6 +51,20 @@ def create_app(settings: Settings) -> Quart:
             await context.close()
 
     return app
+
+
+def _register_body_receipt(app: Quart) -> None:
+    @app.before_request
+    async def receive_whole_body() -> None:
+        """Receive the request body before any answer, even an early one (401, 404).
+
+        Hypercorn silently closes a keep-alive connection when the response goes out before the request body was
+        received, so the client's next request on that connection fails. Bodies over READ_LIMIT_BYTES are the
+        exception: they get Quart's early 413.
+        """
+        if request.content_length or "chunked" in request.headers.get("Transfer-Encoding", ""):
+            with contextlib.suppress(RequestEntityTooLarge):
+                await request.get_data(cache=True)
 
 
 def _register_auth(app: Quart, api_key: str) -> None:

@@ -7,15 +7,16 @@ gets 503 and retries.
 
 from __future__ import annotations
 
+import contextlib
+
 from gyoza.bus import messaging, names
 from gyoza.bus.connection import Bus
 from gyoza.bus.records import RecordMissing
-from gyoza.errors import WorkerNotFound
+from gyoza.errors import Unavailable, WorkerNotFound
 from gyoza.schema import Heartbeat, HeartbeatIn, HeartbeatReply, WorkerRecord
 from gyoza.services.workers import WorkerService
 
 HEARTBEAT_REPLY_TIMEOUT_S = 5.0
-WORKER_CHANGED_SUBJECT = "gyoza.scheduler.worker_changed"
 
 
 class FleetService:
@@ -36,5 +37,10 @@ class FleetService:
             record = await self.workers.drain(worker_id)
         except RecordMissing:
             raise WorkerNotFound(f"no worker with id {worker_id!r}") from None
-        await messaging.publish(self.bus, WORKER_CHANGED_SUBJECT, worker_id.encode())
+        # Wait for the leader to apply it, so no run is placed on the worker once the drain is acknowledged. With
+        # no leader right now there is nothing to tell: the next one reads the drain from KV when it takes over.
+        with contextlib.suppress(Unavailable):
+            await messaging.request(
+                self.bus, names.WORKER_CHANGED_SUBJECT, worker_id.encode(), HEARTBEAT_REPLY_TIMEOUT_S
+            )
         return record

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_WAIT_S = 10.0
 RETRY_AFTER_ERROR_S = 1.0
+REPEAT_CLAIM_PAUSE_S = 0.5
 FINISHED_MEMORY = 10_000
 
 AssignmentSource = Callable[["WorkerAgent"], Coroutine[Any, Any, None]]
@@ -73,13 +74,14 @@ class WorkerAgent:
 
     # --- attempts ----------------------------------------------------------------------------------------------
 
-    def accept(self, assignment: Assignment) -> None:
-        """Start an attempt unless it runs already or ran (claims repeat assignments until STARTED)."""
+    def accept(self, assignment: Assignment) -> bool:
+        """Start an attempt unless it runs already or ran (claims repeat assignments until STARTED); True if new."""
         key = (assignment.run_id, assignment.attempt)
         if not self.accepting or key in self.runners or key in self.finished:
-            return
+            return False
         runner = AttemptRunner(assignment, self.attempt_settings, self.client, self.runtime)
         self._track(runner, runner.run())
+        return True
 
     def _track(self, runner: AttemptRunner, work: Awaitable[None]) -> None:
         self.runners[runner.key] = runner
@@ -157,5 +159,8 @@ async def claim_loop(agent: WorkerAgent) -> None:
             log.warning("claim failed: %s", exc.message)
             await asyncio.sleep(RETRY_AFTER_ERROR_S)
             continue
-        for assignment in batch.data:
-            agent.accept(assignment)
+        accepted = [agent.accept(assignment) for assignment in batch.data]
+        if accepted and not any(accepted):
+            # Only repeats of attempts still being prepared (e.g. an image pull): the claim answers those at once,
+            # so pause instead of spinning on the server until they report STARTED.
+            await asyncio.sleep(REPEAT_CLAIM_PAUSE_S)

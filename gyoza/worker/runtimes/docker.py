@@ -104,11 +104,20 @@ class DockerRuntime:
             raise ImageMissing(f"image {image} not found: {exc}") from None
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> DockerExecution:
+        options = container_options(spec, self.network)
+        del options["detach"]  # a ``run`` argument; create + start is a detached run
         try:
-            container = await asyncio.to_thread(self.client.containers.run, **container_options(spec, self.network))
+            container = await asyncio.to_thread(self.client.containers.create, **options)
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(f"image {spec.image} not found: {exc.explanation}") from None
         except docker.errors.DockerException as exc:
+            raise LaunchFailed(f"container could not be created: {exc}") from None
+        try:
+            await asyncio.to_thread(container.start)
+        except docker.errors.DockerException as exc:
+            # Created but unable to start (e.g. a GPU request without the NVIDIA runtime): don't leave it behind.
+            with contextlib.suppress(docker.errors.DockerException):
+                await asyncio.to_thread(container.remove, force=True)
             raise LaunchFailed(f"container failed to start: {exc}") from None
         return DockerExecution(container, logs)
 

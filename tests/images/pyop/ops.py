@@ -92,4 +92,3 @@ def whoami() -> dict[str, Any]:
         "gpu_ids": list(ctx.gpu_ids),
         "io_dir": str(ctx.io_dir),
     }
-

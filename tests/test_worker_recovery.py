@@ -1,0 +1,89 @@
+"""Worker loss and comeback with real workers and Docker (SPEC §5.4-5.6, §6): a worker killed with -9 mid-run
+loses its attempt to a healthy worker; when it returns under the same name, the container its previous life left
+running is cancelled, and only one attempt of the run ever completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.dockerimages import PYOP, require_images
+from tests.processes import API_KEY, GyozaServer
+from tests.simworker import wait_run
+from tests.waiting import until
+from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, start_server, unique_worker_name
+
+TAG = "recovery-e2e"
+# Long enough that attempt 1's container still runs when its worker returns (kill + 3 s eviction + restart),
+# short enough that attempt 2 completes quickly.
+SLEEP_S = 8
+
+
+@pytest.fixture(scope="module")
+def gyoza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GyozaServer]:
+    require_images(PYOP)
+    server = start_server(tmp_path_factory.mktemp("worker-recovery"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+async def http(gyoza: GyozaServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gyoza.url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def workers(gyoza: GyozaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
+    root = tmp_path_factory.mktemp("recovery-workers")
+    pair = [
+        WorkerProcess(unique_worker_name(label), root / label, gyoza.url, tags=(TAG,), stop_grace=2)
+        for label in ("first", "second")
+    ]
+    yield pair
+    for worker in pair:
+        worker.stop()
+    leftovers = remove_leftover_containers(*(worker.name for worker in pair))
+    assert not leftovers, f"containers left behind: {leftovers}"
+
+
+async def test_killed_worker_run_is_retried_elsewhere_and_its_orphan_cancelled(
+    http: httpx.AsyncClient, workers: list[WorkerProcess]
+) -> None:
+    first, second = workers
+    await first.start(http)  # alone, so attempt 1 surely lands on it
+    body = {"image": PYOP, "command": ["ops:sleep"], "inputs": {"seconds": SLEEP_S}, "tags": [TAG]}
+    response = await http.post("/runs", json=body)
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    run = await wait_run(http, run_id, 30, state="RUNNING")
+    assert run["worker_id"] == first.name
+    await second.start(http)
+
+    first.kill9()
+    # Eviction (3 s without heartbeats) fails attempt 1 with WORKER_LOST; worker loss is retried by default.
+    run = await wait_run(http, run_id, 20, state="RUNNING", attempt=2)
+    assert run["worker_id"] == second.name
+    orphan = run_containers(run_id, attempt=1)
+    assert [c.status for c in orphan] == ["running"], "attempt 1's container outlived its killed worker"
+
+    await first.start(http)  # same name, same work dir: a restart
+    await until(lambda: not run_containers(run_id, attempt=1), 15, interval=0.1, what="orphan of attempt 1 removed")
+    assert run_containers(run_id, attempt=2), "attempt 2 on the healthy worker is untouched"
+
+    run = await wait_run(http, run_id, SLEEP_S + 15, state="COMPLETED")
+    assert run["current_attempt"] == 2
+    assert run["outputs"] == {"slept": SLEEP_S}
+    assert run["execution_summary"]["worker_id"] == second.name
+
+    response = await http.get(f"/runs/{run_id}/attempts")
+    assert response.status_code == 200
+    attempts = response.json()["data"]
+    assert [(a["number"], a["state"]) for a in attempts] == [(1, "FAILED"), (2, "COMPLETED")]
+    assert attempts[0]["state_reason"]["code"] == "WORKER_LOST"
+    completed = [e for a in attempts for e in a["events"] if e["type"] == "COMPLETED"]
+    assert len(completed) == 1, "the orphan's end was never accepted as a second completion"
+    await until(lambda: not run_containers(run_id), 10, interval=0.1, what="all containers of the run removed")
