@@ -636,6 +636,16 @@ class RunListQuery(Input):
     created_lte: float | None = None
     created_lt: float | None = None
 
+    def to_params(self) -> dict[str, str | int | float]:
+        """The query string the server reads back into this model (``created_gte`` -> ``created[gte]``)."""
+        params: dict[str, str | int | float] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if name == "state":
+                value = ",".join(state.value for state in value)
+            key = f"created[{name.removeprefix('created_')}]" if name.startswith("created_") else name
+            params[key] = value
+        return params
+
 
 def validation_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """pydantic's errors as the API's ``[{field, problem}]`` list, with dotted field paths."""

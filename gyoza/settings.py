@@ -1,7 +1,12 @@
-"""Configuration (SPEC §10): explicit flag > ``GYOZA_*`` environment variable > default. One frozen object."""
+"""Configuration (SPEC §10): explicit flag > ``GYOZA_*`` environment variable > config file > default.
+
+The config file is ``<data dir>/config.json``; ``gyoza up`` writes the server URL and the API key it generated
+there, so the CLI and the SDK find them without any export.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -9,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 ENV_PREFIX = "GYOZA_"
+CONFIG_FILE = "config.json"
+DEFAULT_DATA_DIR = "~/.gyoza"
 
 
 class Settings(BaseModel):
@@ -18,7 +25,7 @@ class Settings(BaseModel):
     api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=5555, ge=0, le=65535)
-    data_dir: Path = Path("~/.gyoza").expanduser()
+    data_dir: Path = Path(DEFAULT_DATA_DIR).expanduser()
     nats_url: str | None = None
     nats_creds: Path | None = None
     nats_replicas: int = Field(default=1, ge=1, le=5)
@@ -29,17 +36,38 @@ class Settings(BaseModel):
 
     @classmethod
     def load(cls, **flags: Any) -> Settings:
-        """Build settings from flags (None means "not given") over the environment over defaults."""
-        values: dict[str, Any] = {}
+        """Build settings from flags (None means "not given") over the environment over the config file."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        env: dict[str, Any] = {}
         for name in cls.model_fields:
-            env = os.environ.get(ENV_PREFIX + name.upper())
-            if env not in (None, ""):
-                values[name] = env
-        values.update({k: v for k, v in flags.items() if v is not None})
-        if "data_dir" in values:
-            values["data_dir"] = Path(values["data_dir"]).expanduser()
+            value = os.environ.get(ENV_PREFIX + name.upper())
+            if value not in (None, ""):
+                env[name] = value
+        data_dir = Path(given.get("data_dir") or env.get("data_dir") or DEFAULT_DATA_DIR).expanduser()
+        values = {**read_config_file(data_dir), **env, **given, "data_dir": data_dir}
         return cls.model_validate(values)
 
     @property
     def embedded_nats(self) -> bool:
         return not self.nats_url
+
+
+def read_config_file(data_dir: Path) -> dict[str, Any]:
+    """The server URL and API key ``gyoza up`` stored (only those two keys are taken from the file)."""
+    path = data_dir / CONFIG_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if k in ("server_url", "api_key") and isinstance(v, str)}
+
+
+def write_config_file(data_dir: Path, server_url: str, api_key: str) -> Path:
+    """Store where the local cluster listens and its key, readable by this user only."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / CONFIG_FILE
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(json.dumps({"server_url": server_url, "api_key": api_key}, indent=2) + "\n")
+    return path

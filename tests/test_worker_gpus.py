@@ -89,11 +89,11 @@ async def test_vram_run_gets_only_its_device_and_fails_honestly_without_nvidia_r
     assert run["worker_id"] == gpu_worker.name
     assert run["gpu_ids"] == [1], "best fit: the smaller GPU that still has 20 GB"
     assert run["execution_summary"]["gpu_ids"] == [1]
-    assigned = [e for e in run["events"] if e["type"] == "ASSIGNED"]
-    assert assigned, "the run went through ASSIGNED"
+    assigned = [e["payload"] for e in run["events"] if e["type"] == "ASSIGNED"]
+    assert assigned == [{"worker_id": gpu_worker.name, "gpu_ids": [1]}]
     assert run["state_reason"]["code"] == "CONTAINER_ERROR"
     # The engine refuses the device request (no NVIDIA runtime): the reason says so instead of a generic failure.
-    assert re.search(r"device|driver|gpu", run["state_reason"]["message"], re.IGNORECASE), run["state_reason"]
+    assert re.search(r"device driver|gpu", run["state_reason"]["message"], re.IGNORECASE), run["state_reason"]
     # A container that could not start is not left behind in the engine.
     await until(lambda: not run_containers(run_id), 10, interval=0.1, what="unstartable container removed")
 

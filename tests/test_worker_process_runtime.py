@@ -71,7 +71,9 @@ async def start_run(http: httpx.AsyncClient, name: str, inputs: dict[str, Any]) 
 
 
 async def test_process_runtime_runs_the_command_and_completes(http: httpx.AsyncClient, worker: WorkerProcess) -> None:
-    name = await deploy(http, "echo", {"text": "string", "n": "int"}, output_specs={"text": {"type": "string"}, "n": {"type": "int"}})
+    name = await deploy(
+        http, "echo", {"text": "string", "n": "int"}, output_specs={"text": {"type": "string"}, "n": {"type": "int"}}
+    )
     run_id = await start_run(http, name, {"text": "héllo", "n": 3})
     run = await wait_run(http, run_id, 30, state="COMPLETED")
     assert run["outputs"] == {"text": "héllo", "n": 3}

@@ -19,7 +19,7 @@ from tests.workerproc import WorkerProcess, remove_leftover_containers, run_cont
 TAG = "recovery-e2e"
 # Long enough that attempt 1's container still runs when its worker returns (kill + 3 s eviction + restart),
 # short enough that attempt 2 completes quickly.
-SLEEP_S = 8
+SLEEP_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,9 @@ async def test_killed_worker_run_is_retried_elsewhere_and_its_orphan_cancelled(
     # Eviction (3 s without heartbeats) fails attempt 1 with WORKER_LOST; worker loss is retried by default.
     run = await wait_run(http, run_id, 20, state="RUNNING", attempt=2)
     assert run["worker_id"] == second.name
+    # Attempt 1's container outlived its killed worker (normally still running; at worst exited, never removed).
     orphan = run_containers(run_id, attempt=1)
-    assert [c.status for c in orphan] == ["running"], "attempt 1's container outlived its killed worker"
+    assert len(orphan) == 1, "attempt 1's container should still exist: nobody was left to remove it"
 
     await first.start(http)  # same name, same work dir: a restart
     await until(lambda: not run_containers(run_id, attempt=1), 15, interval=0.1, what="orphan of attempt 1 removed")

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from gyoza.processes import die_with_parent
 from tests.dockerimages import docker_client
 from tests.processes import API_KEY, GyozaServer
 from tests.waiting import until
@@ -76,7 +77,8 @@ class WorkerProcess:
         env.update(GYOZA_API_KEY=API_KEY, GYOZA_SERVER_URL=self.server_url, GYOZA_LOG_LEVEL="info", **self.env)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command(), env=env, stdout=log, stderr=log)
+            # die_with_parent: a crashed test session does not leave workers behind.
+            self.process = subprocess.Popen(self.command(), env=env, stdout=log, stderr=log, preexec_fn=die_with_parent)
         return self
 
     async def start(self, http: httpx.AsyncClient) -> WorkerProcess:

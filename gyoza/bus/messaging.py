@@ -84,9 +84,15 @@ async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) 
         while True:
             try:
                 messages = await subscription.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT_S)
-            except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError):
+                # nats-py's batch fetch can also raise a bare asyncio.TimeoutError (= TimeoutError) when its deadline
+                # passes between requests under load; letting it escape would end this loop for good, silently.
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(_FETCH_WAIT_S)
+                continue
+            except Exception:
+                log.exception("fetching from %s failed; retrying", stream)
                 await asyncio.sleep(_FETCH_WAIT_S)
                 continue
             for msg in messages:

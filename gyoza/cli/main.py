@@ -47,5 +47,22 @@ def server_start(
     run_server(settings)
 
 
+@app.command("up")
+def up_command(
+    port: Annotated[int | None, typer.Option(help="Port [env GYOZA_PORT, default 5555]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory [env GYOZA_DATA_DIR, default ~/.gyoza]")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="Worker runtime: docker or process [default: docker if an engine answers]")
+    ] = None,
+    network: Annotated[str, typer.Option(help="Docker network for op containers")] = "bridge",
+) -> None:
+    """Start a local cluster in one command: embedded NATS, the server and one worker."""
+    from gyoza.cli.up import up
+
+    if runtime not in (None, "docker", "process"):
+        raise typer.BadParameter("must be docker or process", param_hint="--runtime")
+    up(port, data_dir, runtime, network)
+
+
 def main() -> None:
     app()

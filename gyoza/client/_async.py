@@ -1,23 +1,44 @@
-"""``AsyncGyozaClient``: the API over an ``httpx.AsyncClient``; requests are built in ``_calls``."""
+"""``AsyncGyozaClient``: the API over ``httpx.AsyncClient``. Requests are built and answers read in ``_calls``."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import httpx
 
 from gyoza.client import _calls
+from gyoza.client._config import client_defaults
 from gyoza.errors import Unavailable
-from gyoza.schema import AssignmentList, HeartbeatIn, HeartbeatReply, OpRun, WorkerEventIn
+from gyoza.schema import (
+    AssignmentList,
+    AttemptView,
+    Event,
+    Health,
+    HeartbeatIn,
+    HeartbeatReply,
+    OpDefinition,
+    OpDefinitionIn,
+    OpRun,
+    RunList,
+    RunListQuery,
+    TopicEventList,
+    WorkerEventIn,
+    WorkerView,
+)
 
 T = TypeVar("T")
 
 
 class AsyncGyozaClient:
-    def __init__(self, server_url: str, api_key: str, timeout: float = 30.0, **httpx_options: Any) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=server_url, headers={"X-API-Key": api_key}, timeout=timeout, **httpx_options
-        )
+    """Same methods as ``GyozaClient``, awaitable. URL and key default to GYOZA_* env, then ``gyoza up``'s config."""
+
+    def __init__(
+        self, server_url: str | None = None, api_key: str | None = None, timeout: float = 30.0, **options: Any
+    ) -> None:
+        url, key = client_defaults(server_url, api_key)
+        self._http = httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=timeout, **options)
 
     async def __aenter__(self) -> AsyncGyozaClient:
         return self
@@ -32,8 +53,82 @@ class AsyncGyozaClient:
         try:
             response = await self._http.send(call.request(self._http))
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach the Gyoza server: {exc}") from exc
+            raise Unavailable(f"cannot reach the Gyoza server at {self._http.base_url}: {exc}") from exc
         return call.result(response)
+
+    async def health(self) -> Health:
+        return await self._send(_calls.health())
+
+    async def deploy_definition(self, definition: OpDefinitionIn | Mapping[str, Any]) -> OpDefinition:
+        return await self._send(_calls.deploy_definition(definition))
+
+    async def list_definitions(self, all_versions: bool = False) -> list[OpDefinition]:
+        return await self._send(_calls.list_definitions(all_versions))
+
+    async def get_definition(self, name: str, version: str | None = None) -> OpDefinition:
+        return await self._send(_calls.get_definition(name, version))
+
+    async def definition_versions(self, name: str) -> list[OpDefinition]:
+        return await self._send(_calls.definition_versions(name))
+
+    async def delete_definition(self, name: str) -> None:
+        await self._send(_calls.delete_definition(name))
+
+    async def create_run(
+        self, name: str, inputs: Mapping[str, Any] | None = None, priority: int | None = None,
+        version: str | None = None, idempotency_key: str | None = None,
+    ) -> OpRun:  # fmt: skip
+        return await self._send(_calls.create_run(name, inputs, priority, version, idempotency_key))
+
+    async def create_adhoc_run(
+        self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any
+    ) -> OpRun:
+        return await self._send(_calls.create_adhoc_run(image, inputs, idempotency_key, **fields))
+
+    async def list_runs(self, query: RunListQuery | None = None, **fields: Any) -> RunList:
+        """Runs newest first; filter with a ``RunListQuery`` or its fields (``state=["FAILED"], limit=50``)."""
+        return await self._send(_calls.list_runs(query or RunListQuery(**fields)))
+
+    async def get_run(self, run_id: str) -> OpRun:
+        return await self._send(_calls.get_run(run_id))
+
+    async def run_attempts(self, run_id: str) -> list[AttemptView]:
+        return await self._send(_calls.run_attempts(run_id))
+
+    async def run_events(self, run_id: str, after: int = 0) -> list[Event]:
+        return await self._send(_calls.run_events(run_id, after))
+
+    async def run_logs(self, run_id: str, attempt: int | None = None) -> str:
+        return await self._send(_calls.run_logs(run_id, attempt))
+
+    async def cancel_run(self, run_id: str) -> OpRun:
+        return await self._send(_calls.cancel_run(run_id))
+
+    async def retry_run(self, run_id: str) -> OpRun:
+        return await self._send(_calls.retry_run(run_id))
+
+    async def set_priority(self, run_id: str, priority: int) -> OpRun:
+        return await self._send(_calls.set_priority(run_id, priority))
+
+    # The same signature as GyozaClient.wait, so code moves between the two unchanged; polling is the API's model.
+    async def wait(self, run_id: str, timeout: float | None = None, poll_s: float = 0.5) -> OpRun:  # noqa: ASYNC109
+        """Poll until the run is COMPLETED, FAILED or CANCELLED; ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while not _calls.is_finished(run := await self.get_run(run_id)):  # noqa: ASYNC110
+                await asyncio.sleep(poll_s)
+        return run
+
+    async def list_workers(self) -> list[WorkerView]:
+        return await self._send(_calls.list_workers())
+
+    async def get_worker(self, worker_id: str) -> WorkerView:
+        return await self._send(_calls.get_worker(worker_id))
+
+    async def drain_worker(self, worker_id: str) -> WorkerView:
+        return await self._send(_calls.drain_worker(worker_id))
+
+    async def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
+        return await self._send(_calls.topic_events(topic, after, limit))
 
     async def heartbeat(self, worker_id: str, body: HeartbeatIn) -> HeartbeatReply:
         return await self._send(_calls.heartbeat(worker_id, body))
@@ -46,6 +141,3 @@ class AsyncGyozaClient:
 
     async def upload_logs(self, run_id: str, attempt: int, text: bytes) -> None:
         await self._send(_calls.upload_logs(run_id, attempt, text))
-
-    async def get_run(self, run_id: str) -> OpRun:
-        return await self._send(_calls.get_run(run_id))

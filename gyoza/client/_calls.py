@@ -1,34 +1,47 @@
-"""Every API call as a pure description (method, path, query, body, response model), shared by both clients.
+"""Every API call as a pure description (method, path, query, body, how to read the answer), shared by both clients.
 
-The sync and async clients differ only in how they send a ``Call``; building requests and reading responses lives
-here once, so the two never drift apart.
+``GyozaClient`` and ``AsyncGyozaClient`` differ only in how they send a ``Call``: building requests and reading
+responses lives here once, so the two can never drift apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from gyoza.errors import error_from_body
 from gyoza.schema import (
+    TERMINAL_STATES,
     AssignmentList,
+    AttemptView,
+    Event,
+    Health,
     HeartbeatIn,
     HeartbeatReply,
+    OpDefinition,
+    OpDefinitionIn,
     OpRun,
+    RunList,
+    RunListQuery,
+    TopicEventList,
     WorkerEventIn,
+    WorkerList,
+    WorkerView,
 )
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
     method: str
     path: str
-    parse: Any
+    parse: Callable[[httpx.Response], T]
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     content: bytes | None = None
@@ -36,34 +49,152 @@ class Call(Generic[T]):
     timeout: float | None = None
 
     def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
-        extra: dict[str, Any] = {}
-        if self.timeout is not None:
-            extra["timeout"] = self.timeout
+        extra: dict[str, Any] = {} if self.timeout is None else {"timeout": self.timeout}
+        params = {k: v for k, v in self.params.items() if v is not None}
         return client.build_request(
-            self.method, self.path, params=self.params or None, json=self.json, content=self.content,
+            self.method, self.path, params=params or None, json=self.json, content=self.content,
             headers=self.headers or None, **extra,
         )  # fmt: skip
 
     def result(self, response: httpx.Response) -> T:
+        """The parsed answer, or the server's error raised as the matching ``GyozaError`` subclass."""
         if response.status_code >= 400:
             try:
                 body = response.json()
             except ValueError:
                 body = {"error": {"message": response.text[:500]}}
             raise error_from_body(response.status_code, body)
-        return self.parse(response)  # type: ignore[no-any-return]
+        return self.parse(response)
 
 
-def _model(model: type[BaseModel]) -> Any:
+def _model(model: type[M]) -> Callable[[httpx.Response], M]:
     return lambda response: model.model_validate_json(response.content)
 
 
-def _dump(model: BaseModel) -> Any:
-    return model.model_dump(mode="json", exclude_unset=False)
+def _items(model: type[M]) -> Callable[[httpx.Response], list[M]]:
+    adapter = TypeAdapter(list[model])  # type: ignore[valid-type]
+    return lambda response: adapter.validate_python(response.json()["data"])
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _body(value: BaseModel | Mapping[str, Any]) -> Any:
+    return value.model_dump(mode="json", exclude_unset=True) if isinstance(value, BaseModel) else dict(value)
+
+
+def is_finished(run: OpRun) -> bool:
+    return run.state in TERMINAL_STATES
+
+
+# --- health and definitions ----------------------------------------------------------------------------------------
+
+
+def health() -> Call[Health]:
+    return Call("GET", "/health", _model(Health))
+
+
+def deploy_definition(definition: OpDefinitionIn | Mapping[str, Any]) -> Call[OpDefinition]:
+    return Call("POST", "/definitions", _model(OpDefinition), json=_body(definition))
+
+
+def list_definitions(all_versions: bool = False) -> Call[list[OpDefinition]]:
+    return Call("GET", "/definitions", _items(OpDefinition), params={"all_versions": str(all_versions).lower()})
+
+
+def get_definition(name: str, version: str | None = None) -> Call[OpDefinition]:
+    return Call("GET", f"/definitions/{name}", _model(OpDefinition), params={"version": version})
+
+
+def definition_versions(name: str) -> Call[list[OpDefinition]]:
+    return Call("GET", f"/definitions/{name}/versions", _items(OpDefinition))
+
+
+def delete_definition(name: str) -> Call[None]:
+    return Call("DELETE", f"/definitions/{name}", _nothing)
+
+
+# --- runs ----------------------------------------------------------------------------------------------------------
+
+
+def create_run(
+    name: str,
+    inputs: Mapping[str, Any] | None = None,
+    priority: int | None = None,
+    version: str | None = None,
+    idempotency_key: str | None = None,
+) -> Call[OpRun]:
+    body: dict[str, Any] = {"inputs": dict(inputs or {})}
+    body.update({k: v for k, v in {"priority": priority, "version": version}.items() if v is not None})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return Call("POST", f"/definitions/{name}/runs", _model(OpRun), json=body, headers=headers)
+
+
+def create_adhoc_run(
+    image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any
+) -> Call[OpRun]:
+    body = {"image": image, "inputs": dict(inputs or {}), **{k: v for k, v in fields.items() if v is not None}}
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    return Call("POST", "/runs", _model(OpRun), json=body, headers=headers)
+
+
+def list_runs(query: RunListQuery) -> Call[RunList]:
+    return Call("GET", "/runs", _model(RunList), params=query.to_params())
+
+
+def get_run(run_id: str) -> Call[OpRun]:
+    return Call("GET", f"/runs/{run_id}", _model(OpRun))
+
+
+def run_attempts(run_id: str) -> Call[list[AttemptView]]:
+    return Call("GET", f"/runs/{run_id}/attempts", _items(AttemptView))
+
+
+def run_events(run_id: str, after: int = 0) -> Call[list[Event]]:
+    return Call("GET", f"/runs/{run_id}/events", _items(Event), params={"after": after})
+
+
+def run_logs(run_id: str, attempt: int | None = None) -> Call[str]:
+    return Call("GET", f"/runs/{run_id}/logs", lambda response: response.text, params={"attempt": attempt})
+
+
+def cancel_run(run_id: str) -> Call[OpRun]:
+    return Call("POST", f"/runs/{run_id}/cancel", _model(OpRun))
+
+
+def retry_run(run_id: str) -> Call[OpRun]:
+    return Call("POST", f"/runs/{run_id}/retry", _model(OpRun))
+
+
+def set_priority(run_id: str, priority: int) -> Call[OpRun]:
+    return Call("PATCH", f"/runs/{run_id}", _model(OpRun), json={"priority": priority})
+
+
+# --- workers and topics --------------------------------------------------------------------------------------------
+
+
+def list_workers() -> Call[list[WorkerView]]:
+    return Call("GET", "/workers", lambda response: WorkerList.model_validate_json(response.content).data)
+
+
+def get_worker(worker_id: str) -> Call[WorkerView]:
+    return Call("GET", f"/workers/{worker_id}", _model(WorkerView))
+
+
+def drain_worker(worker_id: str) -> Call[WorkerView]:
+    return Call("POST", f"/workers/{worker_id}/drain", _model(WorkerView))
+
+
+def topic_events(topic: str, after: int = 0, limit: int = 100) -> Call[TopicEventList]:
+    return Call("GET", f"/topics/{topic}/events", _model(TopicEventList), params={"after": after, "limit": limit})
+
+
+# --- what workers send -----------------------------------------------------------------------------------------------
 
 
 def heartbeat(worker_id: str, body: HeartbeatIn) -> Call[HeartbeatReply]:
-    return Call("POST", f"/workers/{worker_id}/heartbeat", _model(HeartbeatReply), json=_dump(body))
+    return Call("POST", f"/workers/{worker_id}/heartbeat", _model(HeartbeatReply), json=_body(body))
 
 
 def claim(worker_id: str, wait: float) -> Call[AssignmentList]:
@@ -71,15 +202,11 @@ def claim(worker_id: str, wait: float) -> Call[AssignmentList]:
 
 
 def post_event(run_id: str, event: WorkerEventIn) -> Call[OpRun]:
-    return Call("POST", f"/runs/{run_id}/events", _model(OpRun), json=_dump(event))
+    return Call("POST", f"/runs/{run_id}/events", _model(OpRun), json=event.model_dump(mode="json"))
 
 
 def upload_logs(run_id: str, attempt: int, text: bytes) -> Call[None]:
     return Call(
-        "PUT", f"/runs/{run_id}/logs", lambda response: None, params={"attempt": attempt}, content=text,
+        "PUT", f"/runs/{run_id}/logs", _nothing, params={"attempt": attempt}, content=text,
         headers={"Content-Type": "text/plain; charset=utf-8"},
     )  # fmt: skip
-
-
-def get_run(run_id: str) -> Call[OpRun]:
-    return Call("GET", f"/runs/{run_id}", _model(OpRun))

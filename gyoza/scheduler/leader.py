@@ -69,6 +69,12 @@ class Scheduler:
         self._wake.set()
 
     async def start(self) -> None:
+        """Try for the lease once right away (a lone server is leader before it answers), then keep at it."""
+        try:
+            if await self.lease.acquire():
+                await self._lead()
+        except GyozaError as exc:
+            log.warning("scheduler lease check failed: %s", exc.message)
         self._lease_task = asyncio.create_task(self._hold_lease(), name="scheduler-lease")
 
     async def stop(self) -> None:
@@ -82,6 +88,7 @@ class Scheduler:
 
     async def _hold_lease(self) -> None:
         while True:
+            await asyncio.sleep(self.lease_ttl / (3 if self.is_leader else 5))
             try:
                 if self.is_leader and not await self.lease.renew():
                     log.warning("scheduler lease lost; standing by")
@@ -90,7 +97,6 @@ class Scheduler:
                     await self._lead()
             except GyozaError as exc:
                 log.warning("scheduler lease check failed: %s", exc.message)
-            await asyncio.sleep(self.lease_ttl / (3 if self.is_leader else 5))
 
     # --- leader only -------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from quart import Quart, Response
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from gyoza.errors import (
@@ -36,7 +36,7 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(GyozaError)
     async def gyoza_error(error: GyozaError) -> Response:
         if error.status >= 500:
-            log.error("%s: %s", error.code, error.message)
+            log.warning("%s %s: %s: %s", request.method, request.path, error.code, error.message)
         return error_response(error)
 
     @app.errorhandler(HTTPException)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gyoza.bus import messaging, names
 from gyoza.client import AsyncGyozaClient
+from gyoza.processes import stop_on_signals
 from gyoza.schema import Assignment, WorkerCommand
 from gyoza.worker.agent import AgentSettings, AssignmentSource, WorkerAgent, claim_loop
 from gyoza.worker.attempt import AttemptSettings
@@ -59,10 +59,15 @@ def build_runtime(options: WorkerOptions) -> Runtime:
 
 
 def run_worker(options: WorkerOptions) -> None:
-    asyncio.run(_run(options))
+    asyncio.run(_run_until_signalled(options))
 
 
-async def _run(options: WorkerOptions) -> None:
+async def _run_until_signalled(options: WorkerOptions) -> None:
+    await work(options, stop_on_signals())
+
+
+async def work(options: WorkerOptions, stop: asyncio.Event) -> None:
+    """Run the worker until ``stop`` is set, then drain."""
     worker_id = options.name or socket.gethostname()
     options.work_dir.mkdir(parents=True, exist_ok=True)
     resources = detect_resources(options.cpu, options.ram_mb, options.gpus)
@@ -76,10 +81,6 @@ async def _run(options: WorkerOptions) -> None:
         worker_id=worker_id, work_dir=options.work_dir.resolve(), stop_grace_s=options.stop_grace_s,
         log_limit=options.log_limit, container_io_dir=CONTAINER_IO_DIR if options.runtime == "docker" else None,
     )  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with AsyncGyozaClient(options.server_url, options.api_key) as client:
         agent = WorkerAgent(settings, attempts, client, build_runtime(options))
         source: AssignmentSource = claim_loop

@@ -131,7 +131,9 @@ def test_detect_gpus_asks_nvidia_smi_for_csv(tmp_path: Path) -> None:
 
 def test_failing_nvidia_smi_means_no_gpus(tmp_path: Path) -> None:
     # The usual failure: the tool exists but the driver does not answer; whatever it printed is not trusted.
-    script = fake_nvidia_smi(tmp_path, 'echo "0, GPU-aaaa, NVIDIA A100, 40960"\necho "NVIDIA-SMI has failed" >&2\nexit 1')
+    script = fake_nvidia_smi(
+        tmp_path, 'echo "0, GPU-aaaa, NVIDIA A100, 40960"\necho "NVIDIA-SMI has failed" >&2\nexit 1'
+    )
     assert detect_gpus(str(script)) == []
 
 

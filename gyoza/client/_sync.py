@@ -1,0 +1,144 @@
+"""``GyozaClient``: the API over ``httpx.Client``. Requests are built and answers read in ``_calls``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from gyoza.client import _calls
+from gyoza.client._config import client_defaults
+from gyoza.errors import Unavailable
+from gyoza.schema import (
+    AssignmentList,
+    AttemptView,
+    Event,
+    Health,
+    HeartbeatIn,
+    HeartbeatReply,
+    OpDefinition,
+    OpDefinitionIn,
+    OpRun,
+    RunList,
+    RunListQuery,
+    TopicEventList,
+    WorkerEventIn,
+    WorkerView,
+)
+
+T = TypeVar("T")
+
+
+class GyozaClient:
+    """The Gyoza API for services and notebooks. URL and key default to GYOZA_* env, then ``gyoza up``'s config."""
+
+    def __init__(
+        self, server_url: str | None = None, api_key: str | None = None, timeout: float = 30.0, **options: Any
+    ) -> None:
+        url, key = client_defaults(server_url, api_key)
+        self._http = httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=timeout, **options)
+
+    def __enter__(self) -> GyozaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _calls.Call[T]) -> T:
+        try:
+            response = self._http.send(call.request(self._http))
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the Gyoza server at {self._http.base_url}: {exc}") from exc
+        return call.result(response)
+
+    def health(self) -> Health:
+        return self._send(_calls.health())
+
+    def deploy_definition(self, definition: OpDefinitionIn | Mapping[str, Any]) -> OpDefinition:
+        return self._send(_calls.deploy_definition(definition))
+
+    def list_definitions(self, all_versions: bool = False) -> list[OpDefinition]:
+        return self._send(_calls.list_definitions(all_versions))
+
+    def get_definition(self, name: str, version: str | None = None) -> OpDefinition:
+        return self._send(_calls.get_definition(name, version))
+
+    def definition_versions(self, name: str) -> list[OpDefinition]:
+        return self._send(_calls.definition_versions(name))
+
+    def delete_definition(self, name: str) -> None:
+        self._send(_calls.delete_definition(name))
+
+    def create_run(
+        self, name: str, inputs: Mapping[str, Any] | None = None, priority: int | None = None,
+        version: str | None = None, idempotency_key: str | None = None,
+    ) -> OpRun:  # fmt: skip
+        return self._send(_calls.create_run(name, inputs, priority, version, idempotency_key))
+
+    def create_adhoc_run(
+        self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any
+    ) -> OpRun:
+        return self._send(_calls.create_adhoc_run(image, inputs, idempotency_key, **fields))
+
+    def list_runs(self, query: RunListQuery | None = None, **fields: Any) -> RunList:
+        """Runs newest first; filter with a ``RunListQuery`` or its fields (``state=["FAILED"], limit=50``)."""
+        return self._send(_calls.list_runs(query or RunListQuery(**fields)))
+
+    def get_run(self, run_id: str) -> OpRun:
+        return self._send(_calls.get_run(run_id))
+
+    def run_attempts(self, run_id: str) -> list[AttemptView]:
+        return self._send(_calls.run_attempts(run_id))
+
+    def run_events(self, run_id: str, after: int = 0) -> list[Event]:
+        return self._send(_calls.run_events(run_id, after))
+
+    def run_logs(self, run_id: str, attempt: int | None = None) -> str:
+        return self._send(_calls.run_logs(run_id, attempt))
+
+    def cancel_run(self, run_id: str) -> OpRun:
+        return self._send(_calls.cancel_run(run_id))
+
+    def retry_run(self, run_id: str) -> OpRun:
+        return self._send(_calls.retry_run(run_id))
+
+    def set_priority(self, run_id: str, priority: int) -> OpRun:
+        return self._send(_calls.set_priority(run_id, priority))
+
+    def wait(self, run_id: str, timeout: float | None = None, poll_s: float = 0.5) -> OpRun:
+        """Poll until the run is COMPLETED, FAILED or CANCELLED; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not _calls.is_finished(run := self.get_run(run_id)):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {run.state.value} after {timeout} s")
+            time.sleep(poll_s)
+        return run
+
+    def list_workers(self) -> list[WorkerView]:
+        return self._send(_calls.list_workers())
+
+    def get_worker(self, worker_id: str) -> WorkerView:
+        return self._send(_calls.get_worker(worker_id))
+
+    def drain_worker(self, worker_id: str) -> WorkerView:
+        return self._send(_calls.drain_worker(worker_id))
+
+    def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
+        return self._send(_calls.topic_events(topic, after, limit))
+
+    def heartbeat(self, worker_id: str, body: HeartbeatIn) -> HeartbeatReply:
+        return self._send(_calls.heartbeat(worker_id, body))
+
+    def claim(self, worker_id: str, wait: float = 0.0) -> AssignmentList:
+        return self._send(_calls.claim(worker_id, wait))
+
+    def post_event(self, run_id: str, event: WorkerEventIn) -> OpRun:
+        return self._send(_calls.post_event(run_id, event))
+
+    def upload_logs(self, run_id: str, attempt: int, text: bytes) -> None:
+        self._send(_calls.upload_logs(run_id, attempt, text))
