@@ -371,12 +371,18 @@ class AttemptView(Attempt):
 # --- worker-originated events ------------------------------------------------------------------------------------
 
 
+# UNASSIGNED: the worker gives back an attempt it has not started (it is shutting down).
+WorkerEventType = Literal["STARTED", "PROGRESS", "INFO", "COMPLETED", "FAILED", "CANCELLED", "UNASSIGNED"]
+
+
 class WorkerEventIn(Input):
     """POST /runs/{id}/events."""
 
     attempt: Annotated[int, Field(ge=1)]
-    # UNASSIGNED: the worker gives back an attempt it has not started (it is shutting down).
-    type: Literal["STARTED", "PROGRESS", "INFO", "COMPLETED", "FAILED", "CANCELLED", "UNASSIGNED"]
+    # The reporting worker. An attempt that went back to the queue and on to another worker keeps its number, so
+    # the worker id is what fences off the first worker's late reports.
+    worker_id: str | None = None
+    type: WorkerEventType
     msg: Annotated[str, Field(max_length=10_000)] | int = ""
     payload: dict[str, Any] = Field(default_factory=dict)
 

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from gyoza.cli import worker
+from gyoza.cli import op, worker
 
 app = typer.Typer(no_args_is_help=True, help="Gyoza: run containerised ops on a cluster of GPU/CPU workers.")
 server_app = typer.Typer(no_args_is_help=True, help="Run the Gyoza server.")
 app.add_typer(server_app, name="server")
 app.add_typer(worker.app, name="worker")
+app.add_typer(op.app, name="op")
+app.command("deploy")(op.deploy)
 
 
 @server_app.command("start")

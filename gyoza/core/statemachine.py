@@ -180,6 +180,12 @@ def _fence(record: RunRecord, attempt_number: int) -> None:
 def apply_worker_event(record: RunRecord, event: WorkerEventIn, now: datetime) -> RunRecord | None:
     """Apply an event a worker reports for ``(run, attempt)``; a stale attempt is refused."""
     _fence(record, event.attempt)
+    holder = record.current.worker_id
+    if event.worker_id is not None and holder is not None and event.worker_id != holder:
+        raise StaleAttempt(
+            f"attempt {event.attempt} of run {record.id} now belongs to worker {holder}, not {event.worker_id}",
+            details=[{"field": "worker_id", "problem": f"the attempt is held by {holder}"}],
+        )
     handler = _WORKER_HANDLERS[event.type]
     return handler(record, event, now)
 

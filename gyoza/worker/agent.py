@@ -125,7 +125,12 @@ class WorkerAgent:
             if runner.started:
                 continue
             runner.cancel()
-            event = WorkerEventIn(attempt=runner.assignment.attempt, type="UNASSIGNED", msg="worker shutting down")
+            event = WorkerEventIn(
+                attempt=runner.assignment.attempt,
+                worker_id=self.settings.worker_id,
+                type="UNASSIGNED",
+                msg="worker shutting down",
+            )
             with contextlib.suppress(GyozaError):
                 await self.client.post_event(runner.assignment.run_id, event)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from gyoza.client import AsyncGyozaClient
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound
-from gyoza.schema import Assignment, FailureReason, WorkerEventIn
+from gyoza.schema import Assignment, FailureReason, WorkerEventIn, WorkerEventType
 from gyoza.worker.iocontract import AttemptDir, ExitStatus, Outcome, parse_event_line
 from gyoza.worker.runtimes.base import (
     Execution,
@@ -196,9 +196,15 @@ class AttemptRunner:
             payload.update(reason=outcome.reason.value, error=outcome.error[-100_000:])
         await self._report(outcome.type, outcome.error[:10_000] if outcome.type == "FAILED" else "", payload)
 
-    async def _report(self, type_: str, msg: str | int, payload: dict[str, Any] | None = None) -> None:
+    async def _report(self, type_: WorkerEventType, msg: str | int, payload: dict[str, Any] | None = None) -> None:
         """Send an event, retrying while the server is unreachable; ``Refused`` when it says no."""
-        event = WorkerEventIn(attempt=self.assignment.attempt, type=type_, msg=msg, payload=payload or {})  # type: ignore[arg-type]
+        event = WorkerEventIn(
+            attempt=self.assignment.attempt,
+            worker_id=self.settings.worker_id,
+            type=type_,
+            msg=msg,
+            payload=payload or {},
+        )
         for _ in range(REPORT_ATTEMPTS):
             try:
                 await self.client.post_event(self.assignment.run_id, event)

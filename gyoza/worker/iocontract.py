@@ -10,7 +10,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gyoza.schema import FailureReason
 
@@ -30,7 +30,7 @@ class ExitStatus:
 class Outcome:
     """What to report: COMPLETED with outputs, FAILED with a reason, or CANCELLED."""
 
-    type: str
+    type: Literal["COMPLETED", "FAILED", "CANCELLED"]
     outputs: dict[str, Any] = field(default_factory=dict)
     reason: FailureReason | None = None
     error: str = ""
@@ -97,7 +97,7 @@ class AttemptDir:
         return str(error)
 
 
-def parse_event_line(line: str) -> tuple[str, str | int] | None:
+def parse_event_line(line: str) -> tuple[Literal["PROGRESS", "INFO"], str | int] | None:
     """A line of events.jsonl as (type, msg) for PROGRESS/INFO, or None when it is not one."""
     try:
         event = json.loads(line)

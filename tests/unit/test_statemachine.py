@@ -195,3 +195,14 @@ def test_event_list_is_bounded_keeping_state_changes() -> None:
         sm.apply_worker_event(record, event("PROGRESS", msg=n % 101), NOW)
     assert len(record.events) == sm.MAX_EVENTS
     assert [e.type for e in record.events[:3]] == ["CREATED", "ASSIGNED", "STARTED"]
+
+
+def test_a_worker_that_lost_an_unassigned_attempt_cannot_report_for_it() -> None:
+    record = sm.assign(new_run(), 1, "w1", [], NOW)
+    sm.unassign(record, 1, "worker w1 evicted", NOW)
+    sm.assign(record, 1, "w2", [], NOW)
+    late = WorkerEventIn(attempt=1, worker_id="w1", type="STARTED")
+    with pytest.raises(StaleAttempt):
+        sm.apply_worker_event(record, late, NOW)
+    sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="STARTED"), NOW)
+    assert record.state == RunState.RUNNING
