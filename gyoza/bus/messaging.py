@@ -58,16 +58,28 @@ async def publish(bus: Bus, subject: str, payload: bytes) -> None:
 
 
 async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
-    """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``."""
+    """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``.
 
-    async def on_message(msg: Msg) -> None:
+    Each request is handled in its own task: nats-py runs a subscription's callbacks one at a time, so a handler that
+    waits on a KV write (a worker's first heartbeat) would otherwise hold up every request behind it, and under load
+    heartbeats would time out and get workers evicted.
+    """
+    handling: set[asyncio.Task[None]] = set()
+
+    async def handle(msg: Msg) -> None:
         try:
             reply = await handler(msg.subject, msg.data)
         except Exception:
             log.exception("handling %s failed", msg.subject)
             return
         if msg.reply:
-            await msg.respond(reply)
+            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await msg.respond(reply)
+
+    async def on_message(msg: Msg) -> None:
+        task = asyncio.create_task(handle(msg))
+        handling.add(task)
+        task.add_done_callback(handling.discard)
 
     subscription = await bus.nc.subscribe(subject, cb=on_message)
     return Stoppable(subscription.unsubscribe)

@@ -14,6 +14,7 @@ from gyoza.errors import Unauthorized
 from gyoza.server.context import ServerContext, build_context
 from gyoza.server.errors import register_error_handlers
 from gyoza.server.http import READ_LIMIT_BYTES
+from gyoza.server.metrics import install_metrics
 from gyoza.server.routes import definitions, meta, runs, topics, workers
 from gyoza.settings import Settings
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> Quart:
         scalar_ui_path=None,
     )
     register_error_handlers(app)
+    install_metrics(app)
     _register_body_receipt(app)
     _register_auth(app, settings.api_key)
     for blueprint in (meta.blueprint, definitions.blueprint, runs.blueprint, topics.blueprint, workers.blueprint):

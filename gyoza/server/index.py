@@ -112,10 +112,17 @@ class QueryIndex:
         sql = "SELECT body FROM runs WHERE worker_id = ? AND state = 'ASSIGNED' ORDER BY revision"
         return [row[0] for row in self.db.execute(sql, [worker_id]).fetchall()]
 
+    def count_runs_by_state(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall())
+
     # --- workers -----------------------------------------------------------------------------------------------
 
     def upsert_worker(self, record: WorkerRecord) -> None:
         self.db.table("workers").upsert({"id": record.id, "body": record.model_dump_json()}, pk="id")
+
+    def count_workers_by_status(self) -> dict[str, int]:
+        sql = "SELECT json_extract(body, '$.status'), count(*) FROM workers GROUP BY 1"
+        return dict(self.db.execute(sql).fetchall())
 
     def workers(self, worker_id: str | None = None) -> list[tuple[WorkerRecord, list[Reservation]]]:
         """Worker records with the runs holding resources on them (ASSIGNED or RUNNING)."""

@@ -1,0 +1,158 @@
+"""How the CLI shows things: rich tables and lines for people, plain JSON for scripts.
+
+Tables and results go to stdout; live status (progress bars, hints) goes to stderr, so ``> file`` keeps only results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from gyoza.schema import Event, OpDefinition, OpRun, RunState, TopicEvent, WorkerView
+
+# Piped output keeps whole ids instead of wrapping them at rich's default 80 columns.
+_PIPE_WIDTH = 240
+
+
+def console(stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=_PIPE_WIDTH)
+
+
+def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any], lines: bool = False) -> None:
+    """The API's JSON on stdout and nothing else: one indented document, or one compact line (JSON Lines)."""
+    data: Any
+    if isinstance(value, BaseModel):
+        data = value.model_dump(mode="json")
+    elif isinstance(value, dict):
+        data = {k: _plain(v) for k, v in value.items()}
+    else:
+        data = [item.model_dump(mode="json") for item in value]
+    typer.echo(json.dumps(data) if lines else json.dumps(data, indent=2))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def clock(moment: datetime) -> str:
+    return moment.astimezone().strftime("%H:%M:%S")
+
+
+_STATE_STYLE = {
+    RunState.COMPLETED: "green", RunState.FAILED: "red", RunState.CANCELLED: "yellow", RunState.RUNNING: "cyan",
+}  # fmt: skip
+
+
+def state(value: RunState) -> str:
+    style = _STATE_STYLE.get(value)
+    return f"[{style}]{value.value}[/]" if style else value.value
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("ID", "RUN"), overflow="fold")
+    return table
+
+
+def definitions_table(definitions: Iterable[OpDefinition]) -> Table:
+    table = _table("NAME", "VERSION", "IMAGE", "INPUTS", "CREATED", "DESCRIPTION")
+    for d in definitions:
+        inputs = ", ".join(f"{name}:{spec.type.value}" for name, spec in d.input_specs.items())
+        table.add_row(d.name, d.version, d.image, inputs or "-", when(d.created_at), d.description)
+    return table
+
+
+def definition_detail(d: OpDefinition) -> Table:
+    table = _table("FIELD", "VALUE")
+    table.add_row("name", d.name)
+    table.add_row("version", d.version)
+    table.add_row("image", d.image)
+    table.add_row("command", " ".join(d.command) if d.command else "-")
+    table.add_row("description", d.description or "-")
+    table.add_row("created", when(d.created_at))
+    for name, spec in d.input_specs.items():
+        extra = "" if spec.required else f" (optional, default {json.dumps(spec.default)})"
+        table.add_row(f"input {name}", f"{spec.type.value}{extra} {spec.description}".rstrip())
+    for name, out in (d.output_specs or {}).items():
+        table.add_row(f"output {name}", out.type.value)
+    c = d.constraints
+    table.add_row("constraints", f"cpu={c.cpu} ram_mb={c.ram_mb} vram_mb={c.vram_mb} gpus={c.gpus}")
+    table.add_row("tags", ", ".join(d.tags) or "-")
+    if d.event_delivery:
+        table.add_row("topic", d.event_delivery.topic)
+    return table
+
+
+def run_op(run: OpRun) -> str:
+    return f"{run.op_definition}:{run.definition_version}" if run.op_definition else run.image
+
+
+def runs_table(runs: Iterable[OpRun]) -> Table:
+    table = _table("ID", "OP", "STATE", "REASON", "PROGRESS", "ATTEMPT", "WORKER", "CREATED")
+    for r in runs:
+        table.add_row(
+            r.id, run_op(r), state(r.state), r.state_reason.code.value, f"{r.progress}%", str(r.current_attempt),
+            r.worker_id or "-", when(r.created_at),
+        )  # fmt: skip
+    return table
+
+
+def run_detail(run: OpRun) -> Table:
+    table = _table("FIELD", "VALUE")
+    table.add_row("id", run.id)
+    table.add_row("op", run_op(run))
+    table.add_row("state", f"{state(run.state)} ({run.state_reason.code.value}) {run.state_reason.message}")
+    table.add_row("progress", f"{run.progress}%")
+    table.add_row("attempt", str(run.current_attempt))
+    table.add_row("priority", str(run.priority))
+    table.add_row("worker", run.worker_id or "-")
+    table.add_row("inputs", json.dumps(run.inputs))
+    table.add_row("outputs", json.dumps(run.outputs))
+    table.add_row("created", when(run.created_at))
+    table.add_row("started", when(run.started_at))
+    table.add_row("finished", when(run.finished_at))
+    return table
+
+
+def workers_table(workers: Iterable[WorkerView]) -> Table:
+    table = _table("ID", "STATUS", "CPU FREE/TOTAL", "RAM MB FREE/TOTAL", "GPUS", "RUNNING", "TAGS", "LAST HEARTBEAT")
+    for w in workers:
+        table.add_row(
+            w.id, w.status.value, f"{w.free.cpu:g}/{w.totals.cpu:g}", f"{w.free.ram_mb}/{w.totals.ram_mb}",
+            str(len(w.gpus)), str(len(w.running)), ", ".join(w.tags) or "-", when(w.last_heartbeat),
+        )  # fmt: skip
+    return table
+
+
+def event_line(event: Event) -> str:
+    """One run event for people: time, attempt, type, message and the state it left the run in."""
+    msg = f"{event.msg}%" if event.type.value == "PROGRESS" else str(event.msg)
+    return f"{clock(event.t)}  #{event.attempt} {event.type.value:<10} {msg}  -> {event.state.value}"
+
+
+def topic_events_table(events: Iterable[TopicEvent]) -> Table:
+    table = _table("CURSOR", "RUN", "ATTEMPT", "TYPE", "STATE", "MSG", "TIME")
+    for e in events:
+        table.add_row(str(e.cursor), e.run_id, str(e.attempt), e.type.value, e.state.value, str(e.msg), when(e.t))
+    return table
+
+
+def topic_event_line(event: TopicEvent) -> str:
+    return f"{event.cursor:>6}  {clock(event.t)}  {event.run_id}  #{event.attempt} {event.type.value:<10} {event.msg}"
