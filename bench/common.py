@@ -109,6 +109,7 @@ class Stack:
     js: JetStreamContext
     http: httpx.AsyncClient
     work_dir: Path
+    nats_pid: int
 
 
 @contextlib.asynccontextmanager
@@ -127,7 +128,8 @@ async def stack(server_env: dict[str, str] | None = None, http_connections: int 
         async with httpx.AsyncClient(
             base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30, limits=limits
         ) as http:
-            yield Stack(nats_url, server, nc, nc.jetstream(timeout=10), http, work_dir)
+            assert broker.process is not None
+            yield Stack(nats_url, server, nc, nc.jetstream(timeout=10), http, work_dir, broker.process.pid)
     finally:
         if nc is not None:
             with contextlib.suppress(Exception):
@@ -179,6 +181,31 @@ async def until(predicate: Callable[[], Awaitable[bool]], limit_s: float, every:
     return False
 
 
+class CpuMeter:
+    """CPU time used by processes between ``start()`` and ``stop()``, as % of one core (100 = one core busy)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._ticks_per_s = os.sysconf("SC_CLK_TCK")
+        self._start: dict[str, int] = {}
+        self._started_at = 0.0
+
+    def _ticks(self, pid: int) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    def start(self) -> None:
+        self._started_at = time.perf_counter()
+        self._start = {name: self._ticks(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self._started_at
+        return {
+            name: round(100 * (self._ticks(pid) - self._start[name]) / self._ticks_per_s / elapsed)
+            for name, pid in self.pids.items()
+        }
+
+
 def percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile (``pct`` in 0..100); NaN for no values."""
     if not values:
@@ -202,4 +229,6 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "nats_server": nats_version,
         "gyoza": gyoza.__version__,
+        # Other work on the machine skews every number here: record how busy it was when the run started.
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Stack, bare_nats, bounded_gather, percentile, stack, until
+from bench.common import CpuMeter, Stack, bare_nats, bounded_gather, percentile, stack, until
 from bench.profiling import Profiler
 from bench.sim import AssignmentWatch, SimFleet
 from gyoza.bus import names
@@ -214,11 +215,14 @@ async def phase_placement(cfg: Config, n: int, results_dir: Path, profile: bool)
         profiler = Profiler(s.server.pid, results_dir / f"profile-placement-{n}.txt", 8.0) if profile else None
         if profiler is not None:
             await profiler.start()
+        cpu = CpuMeter({"server": s.server.pid, "nats_server": s.nats_pid, "bench": os.getpid()})
+        cpu.start()
         first_heartbeat = time.perf_counter()
         await fleet.join()
         joined_s = time.perf_counter() - first_heartbeat
         fleet.start_beating(DEFAULT_HEARTBEAT_S)
         complete = await watch.wait_count(target, cfg.placement_timeout_s)
+        cpu_percent = cpu.stop()
         profile_summary = await profiler.finish() if profiler is not None else None
         await fleet.stop()
         await watch.stop()
@@ -236,6 +240,7 @@ async def phase_placement(cfg: Config, n: int, results_dir: Path, profile: bool)
         "measured_count": target,
         "complete": complete,
         "heartbeat_failures": fleet.failures,
+        "cpu_percent_of_one_core": cpu_percent,
     }
     for k in cfg.measure_counts:
         if k <= n and len(times) >= k:
@@ -277,9 +282,12 @@ async def phase_latency(cfg: Config) -> dict[str, Any]:
         sequential = [x for x in [await one() for _ in range(cfg.latency_sequential)] if x is not None]
         sequential_posts = list(posts)
         posts.clear()
+        cpu = CpuMeter({"server": s.server.pid, "nats_server": s.nats_pid, "bench": os.getpid()})
+        cpu.start()
         concurrent_started = time.perf_counter()
         concurrent = await bounded_gather(cfg.latency_concurrent, cfg.latency_concurrency, lambda _: one())
         concurrent_s = time.perf_counter() - concurrent_started
+        cpu_percent = cpu.stop()
         await fleet.stop()
         await watch.stop()
     return {
@@ -290,6 +298,7 @@ async def phase_latency(cfg: Config) -> dict[str, Any]:
             "concurrency": cfg.latency_concurrency,
             "post_p50_ms": ms(percentile(posts, 50)),
             "runs_per_s": round(cfg.latency_concurrent / concurrent_s),
+            "cpu_percent_of_one_core": cpu_percent,
         },
         "not_assigned_within_5s": lost,
     }
@@ -369,7 +378,9 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
     placements = []
     for n in cfg.sizes:
         started = time.perf_counter()
+        load = os.getloadavg()[0]
         result = await phase_placement(cfg, n, results_dir, profile)
+        result["loadavg_1m_before"] = round(load, 2)
         phase_s[f"placement_{n}"] = time.perf_counter() - started
         placements.append(result)
         for k in cfg.measure_counts:
@@ -383,6 +394,13 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
                 f">= {GOALS['placement_rate_per_s']:,.0f}/s",
                 verdict,
             )
+        cpu = result["cpu_percent_of_one_core"]
+        out.row(
+            f"placement: {n:,} pending, context",
+            f"first assignment {result['first_assignment_ms']} ms after the first heartbeat; CPU % of a core: "
+            f"server {cpu['server']}, nats {cpu['nats_server']}, bench {cpu['bench']}; "
+            f"load {result['loadavg_1m_before']}",
+        )
         if not result["complete"]:
             out.row(f"placement: {n:,} pending", f"only {result['measured_count']} target not reached", "", "MISSED")
     out.results["placement"] = placements
@@ -391,7 +409,9 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
         out.row("placement: flatness (min/max of first-1,000 rates)", f"{min(rates) / max(rates):.2f}", "~1.0")
 
     started = time.perf_counter()
+    load = os.getloadavg()[0]
     latency = await phase_latency(cfg)
+    latency["loadavg_1m_before"] = round(load, 2)
     phase_s["latency"] = time.perf_counter() - started
     out.results["latency"] = latency
     for mode in ("sequential", "concurrent"):
@@ -408,7 +428,9 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
         )
 
     started = time.perf_counter()
+    load = os.getloadavg()[0]
     heartbeats = await phase_heartbeats(cfg)
+    heartbeats["loadavg_1m_before"] = round(load, 2)
     phase_s["heartbeats"] = time.perf_counter() - started
     out.results["heartbeats"] = heartbeats
     loaded = heartbeats["get_run_under_heartbeats"]

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from gyoza.cli import op, worker
+from gyoza.cli import definitions, op, runs, topics, worker, workers
+from gyoza.cli.errors import Connection
 
 app = typer.Typer(no_args_is_help=True, help="Gyoza: run containerised ops on a cluster of GPU/CPU workers.")
 server_app = typer.Typer(no_args_is_help=True, help="Run the Gyoza server.")
@@ -15,6 +16,24 @@ app.add_typer(server_app, name="server")
 app.add_typer(worker.app, name="worker")
 app.add_typer(op.app, name="op")
 app.command("deploy")(op.deploy)
+app.add_typer(definitions.app, name="definitions")
+app.command("run")(runs.run)
+app.add_typer(runs.app, name="runs")
+app.add_typer(workers.app, name="workers")
+app.add_typer(topics.app, name="topics")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None, typer.Option(help="Server URL [env GYOZA_SERVER_URL, then gyoza up's config]")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key [env GYOZA_API_KEY, then gyoza up's config]")] = None,
+) -> None:
+    """Gyoza: run containerised ops on a cluster of GPU/CPU workers."""
+    # Commands that talk to the API read these through gyoza.cli.errors.api(ctx).
+    ctx.obj = Connection(server, api_key)
 
 
 @server_app.command("start")

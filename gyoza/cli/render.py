@@ -6,7 +6,7 @@ Tables and results go to stdout; live status (progress bars, hints) goes to stde
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gyoza.schema import Event, OpDefinition, OpRun, RunState, TopicEvent, WorkerView
 
@@ -26,16 +27,15 @@ def console(stderr: bool = False) -> Console:
     return probe if probe.is_terminal else Console(stderr=stderr, width=_PIPE_WIDTH)
 
 
-def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any], lines: bool = False) -> None:
-    """The API's JSON on stdout and nothing else: one indented document, or one compact line (JSON Lines)."""
-    data: Any
-    if isinstance(value, BaseModel):
-        data = value.model_dump(mode="json")
-    elif isinstance(value, dict):
-        data = {k: _plain(v) for k, v in value.items()}
-    else:
-        data = [item.model_dump(mode="json") for item in value]
-    typer.echo(json.dumps(data) if lines else json.dumps(data, indent=2))
+def print_json(value: BaseModel | dict[str, Any]) -> None:
+    """The API's JSON on stdout and nothing else: one indented document."""
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else {k: _plain(v) for k, v in value.items()}
+    typer.echo(json.dumps(data, indent=2))
+
+
+def json_line(value: BaseModel) -> str:
+    """One compact JSON document per line (JSON Lines), for streams a script reads as they come."""
+    return value.model_dump_json()
 
 
 def _plain(value: Any) -> Any:
@@ -59,9 +59,13 @@ _STATE_STYLE = {
 }  # fmt: skip
 
 
-def state(value: RunState) -> str:
-    style = _STATE_STYLE.get(value)
-    return f"[{style}]{value.value}[/]" if style else value.value
+def state(value: RunState) -> Text:
+    return Text(value.value, style=_STATE_STYLE.get(value, ""))
+
+
+def _row(table: Table, *cells: str | Text) -> None:
+    # Text cells: names, messages and descriptions are shown as typed, never interpreted as rich markup.
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
 
 def _table(*columns: str) -> Table:
@@ -75,28 +79,28 @@ def definitions_table(definitions: Iterable[OpDefinition]) -> Table:
     table = _table("NAME", "VERSION", "IMAGE", "INPUTS", "CREATED", "DESCRIPTION")
     for d in definitions:
         inputs = ", ".join(f"{name}:{spec.type.value}" for name, spec in d.input_specs.items())
-        table.add_row(d.name, d.version, d.image, inputs or "-", when(d.created_at), d.description)
+        _row(table, d.name, d.version, d.image, inputs or "-", when(d.created_at), d.description)
     return table
 
 
 def definition_detail(d: OpDefinition) -> Table:
     table = _table("FIELD", "VALUE")
-    table.add_row("name", d.name)
-    table.add_row("version", d.version)
-    table.add_row("image", d.image)
-    table.add_row("command", " ".join(d.command) if d.command else "-")
-    table.add_row("description", d.description or "-")
-    table.add_row("created", when(d.created_at))
+    _row(table, "name", d.name)
+    _row(table, "version", d.version)
+    _row(table, "image", d.image)
+    _row(table, "command", " ".join(d.command) if d.command else "-")
+    _row(table, "description", d.description or "-")
+    _row(table, "created", when(d.created_at))
     for name, spec in d.input_specs.items():
         extra = "" if spec.required else f" (optional, default {json.dumps(spec.default)})"
-        table.add_row(f"input {name}", f"{spec.type.value}{extra} {spec.description}".rstrip())
+        _row(table, f"input {name}", f"{spec.type.value}{extra} {spec.description}".rstrip())
     for name, out in (d.output_specs or {}).items():
-        table.add_row(f"output {name}", out.type.value)
+        _row(table, f"output {name}", out.type.value)
     c = d.constraints
-    table.add_row("constraints", f"cpu={c.cpu} ram_mb={c.ram_mb} vram_mb={c.vram_mb} gpus={c.gpus}")
-    table.add_row("tags", ", ".join(d.tags) or "-")
+    _row(table, "constraints", f"cpu={c.cpu} ram_mb={c.ram_mb} vram_mb={c.vram_mb} gpus={c.gpus}")
+    _row(table, "tags", ", ".join(d.tags) or "-")
     if d.event_delivery:
-        table.add_row("topic", d.event_delivery.topic)
+        _row(table, "topic", d.event_delivery.topic)
     return table
 
 
@@ -107,8 +111,8 @@ def run_op(run: OpRun) -> str:
 def runs_table(runs: Iterable[OpRun]) -> Table:
     table = _table("ID", "OP", "STATE", "REASON", "PROGRESS", "ATTEMPT", "WORKER", "CREATED")
     for r in runs:
-        table.add_row(
-            r.id, run_op(r), state(r.state), r.state_reason.code.value, f"{r.progress}%", str(r.current_attempt),
+        _row(
+            table, r.id, run_op(r), state(r.state), r.state_reason.code.value, f"{r.progress}%", str(r.current_attempt),
             r.worker_id or "-", when(r.created_at),
         )  # fmt: skip
     return table
@@ -116,26 +120,26 @@ def runs_table(runs: Iterable[OpRun]) -> Table:
 
 def run_detail(run: OpRun) -> Table:
     table = _table("FIELD", "VALUE")
-    table.add_row("id", run.id)
-    table.add_row("op", run_op(run))
-    table.add_row("state", f"{state(run.state)} ({run.state_reason.code.value}) {run.state_reason.message}")
-    table.add_row("progress", f"{run.progress}%")
-    table.add_row("attempt", str(run.current_attempt))
-    table.add_row("priority", str(run.priority))
-    table.add_row("worker", run.worker_id or "-")
-    table.add_row("inputs", json.dumps(run.inputs))
-    table.add_row("outputs", json.dumps(run.outputs))
-    table.add_row("created", when(run.created_at))
-    table.add_row("started", when(run.started_at))
-    table.add_row("finished", when(run.finished_at))
+    _row(table, "id", run.id)
+    _row(table, "op", run_op(run))
+    _row(table, "state", state(run.state) + f" ({run.state_reason.code.value}) {run.state_reason.message}")
+    _row(table, "progress", f"{run.progress}%")
+    _row(table, "attempt", str(run.current_attempt))
+    _row(table, "priority", str(run.priority))
+    _row(table, "worker", run.worker_id or "-")
+    _row(table, "inputs", json.dumps(run.inputs))
+    _row(table, "outputs", json.dumps(run.outputs))
+    _row(table, "created", when(run.created_at))
+    _row(table, "started", when(run.started_at))
+    _row(table, "finished", when(run.finished_at))
     return table
 
 
 def workers_table(workers: Iterable[WorkerView]) -> Table:
     table = _table("ID", "STATUS", "CPU FREE/TOTAL", "RAM MB FREE/TOTAL", "GPUS", "RUNNING", "TAGS", "LAST HEARTBEAT")
     for w in workers:
-        table.add_row(
-            w.id, w.status.value, f"{w.free.cpu:g}/{w.totals.cpu:g}", f"{w.free.ram_mb}/{w.totals.ram_mb}",
+        _row(
+            table, w.id, w.status.value, f"{w.free.cpu:g}/{w.totals.cpu:g}", f"{w.free.ram_mb}/{w.totals.ram_mb}",
             str(len(w.gpus)), str(len(w.running)), ", ".join(w.tags) or "-", when(w.last_heartbeat),
         )  # fmt: skip
     return table
@@ -150,7 +154,7 @@ def event_line(event: Event) -> str:
 def topic_events_table(events: Iterable[TopicEvent]) -> Table:
     table = _table("CURSOR", "RUN", "ATTEMPT", "TYPE", "STATE", "MSG", "TIME")
     for e in events:
-        table.add_row(str(e.cursor), e.run_id, str(e.attempt), e.type.value, e.state.value, str(e.msg), when(e.t))
+        _row(table, str(e.cursor), e.run_id, str(e.attempt), e.type.value, e.state.value, str(e.msg), when(e.t))
     return table
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from gyoza.errors import error_from_body
 from gyoza.schema import (
@@ -71,9 +71,14 @@ def _model(model: type[M]) -> Callable[[httpx.Response], M]:
     return lambda response: model.model_validate_json(response.content)
 
 
+class _Page(BaseModel, Generic[M]):
+    data: list[M]
+
+
 def _items(model: type[M]) -> Callable[[httpx.Response], list[M]]:
-    adapter = TypeAdapter(list[model])  # type: ignore[valid-type]
-    return lambda response: adapter.validate_python(response.json()["data"])
+    # Parsed as JSON, not from Python objects: strict nested models (InputSpec) accept enum strings only in JSON mode.
+    page = _Page[model]  # type: ignore[valid-type]
+    return lambda response: page.model_validate_json(response.content).data
 
 
 def _nothing(response: httpx.Response) -> None:

@@ -132,7 +132,12 @@ def cancel(record: RunRecord, now: datetime) -> RunRecord | None:
 
 def retry(record: RunRecord, now: datetime) -> RunRecord:
     """Manual retry: a FAILED or CANCELLED run gets a new PENDING attempt."""
-    check_transition(record.state, S.PENDING)
+    if record.state not in (S.FAILED, S.CANCELLED):
+        # Not check_transition alone: ASSIGNED -> PENDING is allowed for unassign, yet retrying an ASSIGNED run would
+        # orphan its live attempt.
+        raise InvalidTransition(
+            f"run is {record.state.value}; it cannot become {S.PENDING.value} by retry (only FAILED or CANCELLED)"
+        )
     _begin_next_attempt(record, now, None, "retried by user")
     return record
 

@@ -65,6 +65,7 @@ class AttemptRunner:
         self.cancel_requested = asyncio.Event()
         self._uploaded_version = -1
         self._events_offset = 0
+        self._events_lock = asyncio.Lock()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -137,6 +138,8 @@ class AttemptRunner:
                 status = ExitStatus(
                     status.exit_code, status.oom_killed, timed_out=cancelled not in done, cancelled=cancelled in done
                 )
+            # Waits for a live pass still reporting (the lock), then reports what is left: the op's last lines
+            # often land just before it exits.
             await self._forward_events_once()
             return status
         finally:
@@ -157,18 +160,19 @@ class AttemptRunner:
             self.cancel()  # the attempt is no longer current: stop the container now
 
     async def _forward_events_once(self) -> None:
-        path = self.dir.events_file
-        if not path.exists():
-            return
-        with path.open("rb") as events:
-            events.seek(self._events_offset)
-            data = events.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self._events_offset += len(complete)
-        for line in complete.decode(errors="replace").splitlines():
-            event = parse_event_line(line)
-            if event is not None:
-                await self._report(*event)
+        # One pass at a time: the final pass must neither overtake nor repeat a live pass that is still reporting.
+        async with self._events_lock:
+            path = self.dir.events_file
+            if not path.exists():
+                return
+            with path.open("rb") as events:
+                events.seek(self._events_offset)
+                data = events.read()
+            for line in data.split(b"\n")[:-1]:  # complete lines only: the op may be mid-write of the last one
+                event = parse_event_line(line.decode(errors="replace"))
+                if event is not None:
+                    await self._report(*event)
+                self._events_offset += len(line) + 1  # per line, once reported
 
     async def _upload_logs_periodically(self) -> None:
         while True:

@@ -206,3 +206,16 @@ def test_a_worker_that_lost_an_unassigned_attempt_cannot_report_for_it() -> None
         sm.apply_worker_event(record, late, NOW)
     sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="STARTED"), NOW)
     assert record.state == RunState.RUNNING
+
+
+@pytest.mark.parametrize("state", ["PENDING", "ASSIGNED", "RUNNING"])
+def test_manual_retry_only_from_failed_or_cancelled(state: str) -> None:
+    record = new_run()
+    if state != "PENDING":
+        sm.assign(record, 1, "w1", [], NOW)
+    if state == "RUNNING":
+        sm.apply_worker_event(record, event("STARTED"), NOW)
+    with pytest.raises(InvalidTransition) as info:
+        sm.retry(record, NOW)
+    assert state in info.value.message
+    assert len(record.attempts) == 1

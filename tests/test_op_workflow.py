@@ -1,0 +1,364 @@
+"""The gyoza.yml workflow (SPEC §8) as a user drives it: ``gyoza op init|build|test`` and ``gyoza deploy``, run as
+``python -m gyoza ...`` subprocesses. Validation and deploys need no Docker; building and testing images do (the
+python base image stands in for ``python:3.12-slim``, which this machine cannot pull).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+import httpx
+import pytest
+
+from gyoza.opfile import load_opfile
+from tests.dockerimages import PYTHON, docker_client, require_images
+from tests.processes import API_KEY, GyozaServer
+
+CLI_TIMEOUT_S = 120.0
+NO_CONFIG_DIR = Path(tempfile.gettempdir()) / "gyoza-op-workflow-no-config"
+NO_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens there
+VALID_HEAD = "name: sample\nversion: 1.0.0\n"
+
+
+def gyoza(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, with only the GYOZA_* settings given here (none from the outer shell)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
+    # Nothing is read from ~/.gyoza (a data dir that holds no config), and no server unless a test names one.
+    clean.update(GYOZA_DATA_DIR=str(NO_CONFIG_DIR), GYOZA_SERVER_URL=NO_SERVER)
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "gyoza", *args], cwd=cwd, env=clean, capture_output=True, text=True,
+        timeout=CLI_TIMEOUT_S,
+    )  # fmt: skip
+
+
+def server_env(server: GyozaServer) -> dict[str, str]:
+    return {"GYOZA_SERVER_URL": server.url, "GYOZA_API_KEY": API_KEY}
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+# --- gyoza.yml validation ---------------------------------------------------------------------------------------
+
+INVALID_FILES = {
+    "missing name": ("version: 1.0.0\n", ["gyoza.yml: name: required field is missing"]),
+    "unknown input type": (
+        VALID_HEAD + "input_specs:\n  top_k: {type: integer}\n",
+        [
+            "gyoza.yml: input_specs.top_k.type: unknown type 'integer' "
+            "(expected one of string, int, float, bool, object, array, any)"
+        ],
+    ),
+    "bad version string": (
+        "name: sample\nversion: v 1\n",
+        [
+            "gyoza.yml: version: must be letters, digits, '.', '_', '+' or '-', start with a letter or digit "
+            "(e.g. 1.0.0), got 'v 1'"
+        ],
+    ),
+    "version YAML reads as a number": (
+        "name: sample\nversion: 1.0\n",
+        [
+            "gyoza.yml: version: expected a string, got number 1.0 "
+            '(quote it so YAML reads it as text, e.g. version: "1.0")'
+        ],
+    ),
+    "negative cpu": (VALID_HEAD + "constraints: {cpu: -1}\n", ["gyoza.yml: constraints.cpu: must be >= 0, got -1"]),
+    "ram as a string": (
+        VALID_HEAD + "constraints: {ram_mb: 4GB}\n",
+        [
+            "gyoza.yml: constraints.ram_mb: expected an integer, got string '4GB' "
+            "(megabytes as a number, e.g. ram_mb: 4096)"
+        ],
+    ),
+    "misspelt field": (
+        VALID_HEAD + "input_spec: {}\n",
+        ["gyoza.yml: input_spec: unknown field (did you mean 'input_specs'?)"],
+    ),
+    "default outside its spec": (
+        VALID_HEAD + "input_specs:\n  n: {type: int, default: many}\n",
+        ["gyoza.yml: input_specs.n.default: expected int, got string"],
+    ),
+    "YAML syntax": (
+        "name: sample\nversion: [1\n",
+        ["gyoza.yml: line 3, column 1: invalid YAML: expected ',' or ']', but got '<stream end>'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_FILES), ids=list(INVALID_FILES))
+def test_an_invalid_gyoza_yml_gets_one_clear_message_naming_the_field(case: str, tmp_path: Path) -> None:
+    text, expected = INVALID_FILES[case]
+    (tmp_path / "gyoza.yml").write_text(text)
+    result = gyoza("deploy", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert stderr_lines(result) == expected
+    assert result.stdout == ""
+
+
+def test_every_problem_is_listed_at_once_and_every_command_validates_first(tmp_path: Path) -> None:
+    (tmp_path / "gyoza.yml").write_text(
+        "name: Sample Op\nversion: 1.0.0\nconstraints: {cpu: -2, ram_mb: 4GB}\nbuild: {contxt: src}\n"
+    )
+    expected = [
+        "gyoza.yml: build.contxt: unknown field (did you mean 'context'?)",
+        "gyoza.yml: constraints.cpu: must be >= 0, got -2",
+        "gyoza.yml: constraints.ram_mb: expected an integer, got string '4GB' "
+        "(megabytes as a number, e.g. ram_mb: 4096)",
+        "gyoza.yml: name: must be lowercase letters, digits, '-' or '_', start with a letter or digit, at most 63 "
+        "characters, got 'Sample Op'",
+    ]
+    for command in (["deploy"], ["op", "build"], ["op", "test", "-i", "x=1"]):
+        result = gyoza(*command, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert stderr_lines(result) == expected, command
+
+
+def test_a_missing_gyoza_yml_says_how_to_create_one(tmp_path: Path) -> None:
+    result = gyoza("op", "build", cwd=tmp_path)
+    assert result.returncode == 2
+    assert stderr_lines(result) == ["gyoza.yml: not found (create one with `gyoza op init NAME`)"]
+
+
+# --- gyoza op init --------------------------------------------------------------------------------------------------
+
+
+def test_init_scaffolds_an_op_whose_code_runs_through_the_io_contract(tmp_path: Path) -> None:
+    result = gyoza("op", "init", "image-resize", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "image-resize"
+    for name in ("gyoza.yml", "main.py", "Dockerfile", ".dockerignore", "examples/inputs.json"):
+        assert (root / name).is_file(), name
+    assert "cd image-resize\n  gyoza op build" in result.stdout
+    opfile = load_opfile(root)
+    assert (opfile.name, opfile.version, opfile.image) == ("image-resize", "0.1.0", "gyoza/image-resize:0.1.0")
+    assert set(opfile.definition.input_specs) == {"name", "times"}
+    assert "ARG BASE_IMAGE=python:3.12-slim" in (root / "Dockerfile").read_text()
+
+    # The scaffolded function (a '-' in the op name becomes '_') runs under the op SDK as the image's CMD would run it.
+    io_dir = tmp_path / "io"
+    io_dir.mkdir()
+    shutil.copy(root / "examples" / "inputs.json", io_dir / "inputs.json")
+    env = {**os.environ, "GYOZA_IO_DIR": str(io_dir), "PYTHONPATH": str(root)}
+    op = subprocess.run(
+        [sys.executable, "-m", "gyoza.op", "main:image_resize"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert op.returncode == 0, op.stderr
+    outputs = json.loads((io_dir / "outputs.json").read_text())
+    assert outputs == {"greetings": [f"Hello, Ada! ({i}/3)" for i in (1, 2, 3)], "count": 3}
+    events = [json.loads(line) for line in (io_dir / "events.jsonl").read_text().splitlines()]
+    assert events == [
+        {"type": "INFO", "msg": "greeting Ada 3 times"},
+        *({"type": "PROGRESS", "msg": p} for p in (33, 66, 100)),
+    ]
+
+
+def test_init_never_overwrites_and_refuses_a_bad_name(tmp_path: Path) -> None:
+    assert gyoza("op", "init", "first", "--dir", ".", cwd=tmp_path).returncode == 0
+    original = (tmp_path / "main.py").read_text()
+    again = gyoza("op", "init", "second", "--dir", ".", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "not overwriting existing files" in again.stderr and "gyoza.yml" in again.stderr
+    assert (tmp_path / "main.py").read_text() == original
+    bad = gyoza("op", "init", "My_Op", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "invalid op name 'My_Op'" in bad.stderr
+    assert not (tmp_path / "My_Op").exists()
+
+
+def test_build_refuses_a_context_that_already_has_a_gyoza_folder(tmp_path: Path) -> None:
+    # The op SDK is added to the context as gyoza/: a folder of that name would be silently shadowed.
+    assert gyoza("op", "init", "clash", "--dir", ".", cwd=tmp_path).returncode == 0
+    (tmp_path / "gyoza").mkdir()
+    (tmp_path / "gyoza" / "mine.py").write_text("")
+    result = gyoza("op", "build", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "already has a gyoza/ folder, where the op SDK goes" in result.stderr
+
+
+# --- gyoza deploy (no build) --------------------------------------------------------------------------------------
+
+
+def test_deploy_upserts_the_definition_and_asks_for_a_new_version_when_content_changes(
+    tmp_path: Path, server: GyozaServer, unique_name: str
+) -> None:
+    assert gyoza("op", "init", unique_name, "--dir", ".", cwd=tmp_path).returncode == 0
+    first = gyoza("deploy", "--no-build", cwd=tmp_path, **server_env(server))
+    assert first.returncode == 0, first.stderr
+    assert f"Deployed {unique_name} 0.1.0 (image gyoza/{unique_name}:0.1.0)" in first.stdout
+    assert f"Run it:  gyoza run {unique_name} -i name=Ada --wait" in first.stdout
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": API_KEY}) as http:
+        stored = http.get(f"/definitions/{unique_name}").json()
+        assert stored["version"] == "0.1.0"
+        assert stored["image"] == f"gyoza/{unique_name}:0.1.0"
+        assert stored["input_specs"]["times"] == {
+            "type": "int", "required": False, "default": 3, "description": "how many greetings", "choices": None,
+            "min": 1.0, "max": 100.0,
+        }  # fmt: skip
+        assert stored["constraints"] == {"cpu": 0.5, "ram_mb": 256, "vram_mb": 0, "gpus": 0}
+
+        again = gyoza("deploy", "--no-build", cwd=tmp_path, **server_env(server))
+        assert again.returncode == 0, again.stderr
+        assert "is already deployed with this content: unchanged" in again.stdout
+
+        text = (tmp_path / "gyoza.yml").read_text()
+        (tmp_path / "gyoza.yml").write_text(text.replace("ram_mb: 256", "ram_mb: 512"))
+        changed = gyoza("deploy", "--no-build", cwd=tmp_path, **server_env(server))
+        assert changed.returncode == 3
+        assert stderr_lines(changed) == [
+            f"{unique_name} 0.1.0 is already deployed with different content, and a deployed version never changes: "
+            "bump `version` in gyoza.yml (e.g. to 0.1.1) and deploy again"
+        ]
+        assert http.get(f"/definitions/{unique_name}").json()["constraints"]["ram_mb"] == 256
+
+        (tmp_path / "gyoza.yml").write_text(text.replace("ram_mb: 256", "ram_mb: 512").replace("0.1.0", "0.1.1"))
+        bumped = gyoza("deploy", "--no-build", cwd=tmp_path, **server_env(server))
+        assert bumped.returncode == 0, bumped.stderr
+        latest = http.get(f"/definitions/{unique_name}").json()
+        assert (latest["version"], latest["constraints"]["ram_mb"]) == ("0.1.1", 512)
+
+
+def test_deploy_without_a_server_says_where_it_looked(tmp_path: Path) -> None:
+    assert gyoza("op", "init", "lonely", "--dir", ".", cwd=tmp_path).returncode == 0
+    result = gyoza("deploy", "--no-build", cwd=tmp_path)
+    assert result.returncode == 3
+    assert NO_SERVER in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- with Docker: build, test, deploy -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltOp:
+    root: Path
+    name: str
+    image: str
+    image_id: str
+
+
+def image_id(image: str) -> str:
+    with docker_client() as client:
+        return str(client.images.get(image).id)
+
+
+@pytest.fixture(scope="module")
+def built_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltOp]:
+    require_images(PYTHON)
+    root = tmp_path_factory.mktemp("built-op")
+    name = "op-" + os.urandom(6).hex()
+    assert gyoza("op", "init", name, "--dir", ".", cwd=root).returncode == 0
+    # The base image as a flag here; the other build below reads it from GYOZA_BASE_IMAGE.
+    result = gyoza("op", "build", "--base-image", PYTHON, "--network", "none", cwd=root)
+    assert result.returncode == 0, result.stderr
+    image = f"gyoza/{name}:0.1.0"
+    assert f"Built {image} (" in result.stdout
+    yield BuiltOp(root, name, image, image_id(image))
+    with docker_client() as client:
+        for tag in (image, f"gyoza/{name}:0.2.0"):
+            # The 0.2.0 image exists only if its test got that far.
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(tag, force=True)
+
+
+def test_build_tags_the_image_and_puts_the_op_sdk_inside(built_op: BuiltOp) -> None:
+    with docker_client() as client:
+        image = client.images.get(built_op.image)
+        assert image.labels["gyoza.op"] == built_op.name
+        assert image.labels["gyoza.version"] == "0.1.0"
+        # The SDK came from the build context gyoza op build assembled; the image has no pip-installed gyoza.
+        listing = client.containers.run(
+            built_op.image, entrypoint=["ls", "/app", "/app/gyoza/op"], network_mode="none", remove=True
+        ).decode()
+    assert "main.py" in listing and "_runner.py" in listing
+    assert not (built_op.root / "gyoza").exists(), "nothing is written into the op's directory"
+
+
+def test_op_test_runs_the_container_once_and_prints_progress_then_outputs(built_op: BuiltOp) -> None:
+    result = gyoza("op", "test", "--inputs-file", "examples/inputs.json", "-i", "times=2", cwd=built_op.root)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"greetings": ["Hello, Ada! (1/2)", "Hello, Ada! (2/2)"], "count": 2}
+    lines = stderr_lines(result)
+    assert lines[1:4] == ["info     greeting Ada 2 times", "progress  50%", "progress 100%"]
+    assert lines[-1].startswith("COMPLETED in ")
+
+
+def test_op_test_checks_inputs_against_the_specs_before_starting_anything(built_op: BuiltOp) -> None:
+    result = gyoza("op", "test", "-i", "times=0", cwd=built_op.root)
+    assert result.returncode == 2
+    assert stderr_lines(result) == [
+        f"inputs do not match the input specs of {built_op.name}:",
+        "  inputs.name: required input is missing",
+        "  inputs.times: must be >= 1",
+    ]
+
+
+def variant(built_op: BuiltOp, extra: str) -> str:
+    """A gyoza.yml for the built image (named explicitly) with ``extra`` fields."""
+    return (
+        f"name: {built_op.name}\nversion: 0.1.0\nimage: {built_op.image}\n"
+        "input_specs:\n  name: {type: string}\n  times: {type: int}\n" + extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason", "message"),
+    [
+        # The command replaces the image's CMD: a function the module lacks fails inside the container.
+        ('command: ["main:missing"]\n', "EXIT_CODE", "AttributeError: module 'main' has no function 'missing'"),
+        # Outputs are checked against output_specs as the server would check them.
+        ("output_specs:\n  summary: {type: string}\n", "OUTPUT_MISSING", "outputs.summary: required output is missing"),
+        ("output_specs:\n  count: {type: string}\n", "OUTPUT_INVALID", "outputs.count: expected string, got int"),
+        ("timeout_seconds: 0.3\n", "TIMEOUT", "timed out"),
+    ],
+    ids=["exit-code", "output-missing", "output-invalid", "timeout"],
+)
+def test_op_test_fails_with_the_reason_a_worker_would_report(
+    built_op: BuiltOp, tmp_path: Path, extra: str, reason: str, message: str
+) -> None:
+    (tmp_path / "gyoza.yml").write_text(variant(built_op, extra))
+    result = gyoza("op", "test", "-f", str(tmp_path), "-i", "name=Ada", "-i", "times=3", cwd=built_op.root)
+    assert result.returncode == 1, result.stderr
+    last = stderr_lines(result)[-1]
+    assert last.startswith(f"FAILED ({reason}, exit code ")
+    assert message in last
+    assert result.stdout == ""
+
+
+def test_deploy_checks_the_version_before_building_so_a_deployed_image_is_never_replaced(
+    built_op: BuiltOp, tmp_path: Path, server: GyozaServer
+) -> None:
+    root = tmp_path / "op"
+    shutil.copytree(built_op.root, root)
+    env = {**server_env(server), "GYOZA_BASE_IMAGE": PYTHON, "GYOZA_BUILD_NETWORK": "none"}
+    first = gyoza("deploy", "-q", cwd=root, **env)
+    assert first.returncode == 0, first.stderr
+    assert f"Deployed {built_op.name} 0.1.0" in first.stdout
+    assert image_id(built_op.image) == built_op.image_id, "an unchanged op rebuilds to the same cached image"
+
+    # New code and new content under the same version: refused before the tag of 0.1.0 could be rebuilt.
+    (root / "main.py").write_text((root / "main.py").read_text().replace("Hello", "Howdy"))
+    (root / "gyoza.yml").write_text((root / "gyoza.yml").read_text().replace("cpu: 0.5", "cpu: 1"))
+    refused = gyoza("deploy", cwd=root, **env)
+    assert refused.returncode == 3
+    assert "bump `version` in gyoza.yml (e.g. to 0.1.1)" in refused.stderr
+    assert "Building" not in refused.stderr
+    assert image_id(built_op.image) == built_op.image_id
+
+    (root / "gyoza.yml").write_text((root / "gyoza.yml").read_text().replace("version: 0.1.0", "version: 0.2.0"))
+    bumped = gyoza("deploy", "-q", cwd=root, **env)
+    assert bumped.returncode == 0, bumped.stderr
+    assert f"Deployed {built_op.name} 0.2.0 (image gyoza/{built_op.name}:0.2.0)" in bumped.stdout
+    assert image_id(f"gyoza/{built_op.name}:0.2.0") != built_op.image_id
