@@ -68,10 +68,18 @@ def summarise(collapsed: Path, top: int = 20) -> dict[str, Any]:
         "samples": total,
         "collapsed_stacks": str(collapsed),
         "top_own": [(frame, round(100 * n / total, 1)) for frame, n in own.most_common(top)] if total else [],
-        "top_inclusive": [(frame, round(100 * n / total, 1)) for frame, n in inclusive.most_common(top)]
+        # Gyoza's own frames by time including callees, without the entry chain every sample shares.
+        "top_gyoza_inclusive": [
+            (frame, round(100 * n / total, 1))
+            for frame, n in inclusive.most_common()
+            if "gyoza/" in frame and not any(entry in frame for entry in _ENTRY_FRAMES)
+        ][:top]
         if total
         else [],
     }
+
+
+_ENTRY_FRAMES = ("gyoza/__main__.py", "gyoza/cli/", "gyoza/server/serve.py")
 
 
 def _short(frame: str) -> str:

@@ -254,6 +254,13 @@ def image_id(image: str) -> str:
         return str(client.images.get(image).id)
 
 
+def remove_images(*tags: str) -> None:
+    with docker_client() as client:
+        for tag in tags:
+            with contextlib.suppress(docker.errors.ImageNotFound):  # a test that failed early built fewer
+                client.images.remove(tag, force=True)
+
+
 @pytest.fixture(scope="module")
 def built_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltOp]:
     require_images(PYTHON)
@@ -266,11 +273,7 @@ def built_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltOp]:
     image = f"gyoza/{name}:0.1.0"
     assert f"Built {image} (" in result.stdout
     yield BuiltOp(root, name, image, image_id(image))
-    with docker_client() as client:
-        for tag in (image, f"gyoza/{name}:0.2.0"):
-            # The 0.2.0 image exists only if its test got that far.
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                client.images.remove(tag, force=True)
+    remove_images(image)
 
 
 def test_build_tags_the_image_and_puts_the_op_sdk_inside(built_op: BuiltOp) -> None:
@@ -337,28 +340,44 @@ def test_op_test_fails_with_the_reason_a_worker_would_report(
     assert result.stdout == ""
 
 
-def test_deploy_checks_the_version_before_building_so_a_deployed_image_is_never_replaced(
+def test_deploy_refuses_changed_content_before_building_and_calls_out_a_rebuilt_tag(
     built_op: BuiltOp, tmp_path: Path, server: GyozaServer
 ) -> None:
+    # A copy of the built op under a name of its own, so the module's image stays as the other tests expect it.
+    name = "op-" + os.urandom(6).hex()
     root = tmp_path / "op"
     shutil.copytree(built_op.root, root)
+    opfile = root / "gyoza.yml"
+    opfile.write_text(opfile.read_text().replace(f"\nname: {built_op.name}\n", f"\nname: {name}\n"))
+    image = f"gyoza/{name}:0.1.0"
     env = {**server_env(server), "GYOZA_BASE_IMAGE": PYTHON, "GYOZA_BUILD_NETWORK": "none"}
-    first = gyoza("deploy", "-q", cwd=root, **env)
-    assert first.returncode == 0, first.stderr
-    assert f"Deployed {built_op.name} 0.1.0" in first.stdout
-    assert image_id(built_op.image) == built_op.image_id, "an unchanged op rebuilds to the same cached image"
+    try:
+        first = gyoza("deploy", "-q", cwd=root, **env)
+        assert first.returncode == 0, first.stderr
+        assert f"Deployed {name} 0.1.0 (image {image})" in first.stdout
+        deployed_image = image_id(image)
 
-    # New code and new content under the same version: refused before the tag of 0.1.0 could be rebuilt.
-    (root / "main.py").write_text((root / "main.py").read_text().replace("Hello", "Howdy"))
-    (root / "gyoza.yml").write_text((root / "gyoza.yml").read_text().replace("cpu: 0.5", "cpu: 1"))
-    refused = gyoza("deploy", cwd=root, **env)
-    assert refused.returncode == 3
-    assert "bump `version` in gyoza.yml (e.g. to 0.1.1)" in refused.stderr
-    assert "Building" not in refused.stderr
-    assert image_id(built_op.image) == built_op.image_id
+        # New code and new content under the same version: refused before the tag of 0.1.0 could be rebuilt.
+        (root / "main.py").write_text((root / "main.py").read_text().replace("Hello", "Howdy"))
+        opfile.write_text(opfile.read_text().replace("cpu: 0.5", "cpu: 1"))
+        refused = gyoza("deploy", cwd=root, **env)
+        assert refused.returncode == 3
+        assert "bump `version` in gyoza.yml (e.g. to 0.1.1)" in refused.stderr
+        assert "Building" not in refused.stderr
+        assert image_id(image) == deployed_image
 
-    (root / "gyoza.yml").write_text((root / "gyoza.yml").read_text().replace("version: 0.1.0", "version: 0.2.0"))
-    bumped = gyoza("deploy", "-q", cwd=root, **env)
-    assert bumped.returncode == 0, bumped.stderr
-    assert f"Deployed {built_op.name} 0.2.0 (image gyoza/{built_op.name}:0.2.0)" in bumped.stdout
-    assert image_id(f"gyoza/{built_op.name}:0.2.0") != built_op.image_id
+        # Same definition, new code: deployable (identical content), but the rebuilt tag is called out.
+        opfile.write_text(opfile.read_text().replace("cpu: 1", "cpu: 0.5"))
+        same = gyoza("deploy", "-q", cwd=root, **env)
+        assert same.returncode == 0, same.stderr
+        assert "is already deployed with this content: unchanged" in same.stdout
+        assert f"warning: the image {image} changed (code or Dockerfile) but the version did not" in same.stderr
+        assert image_id(image) != deployed_image
+
+        opfile.write_text(opfile.read_text().replace("version: 0.1.0", "version: 0.2.0"))
+        bumped = gyoza("deploy", "-q", cwd=root, **env)
+        assert bumped.returncode == 0, bumped.stderr
+        assert f"Deployed {name} 0.2.0 (image gyoza/{name}:0.2.0)" in bumped.stdout
+        assert "warning" not in bumped.stderr
+    finally:
+        remove_images(image, f"gyoza/{name}:0.2.0")

@@ -7,6 +7,7 @@ the same name and work dir (a restart). ``containers`` lists what the Docker eng
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import httpx
 
 from gyoza.processes import die_with_parent
@@ -126,10 +128,13 @@ class WorkerProcess:
 
 
 def containers(**labels: str) -> list[Any]:
-    """Containers (running or not) carrying all these labels, e.g. ``containers(**{LABEL_RUN: run_id})``."""
+    """Containers (running or not) carrying all these labels, e.g. ``containers(**{LABEL_RUN: run_id})``.
+
+    Sparse: one list call, no per-container inspect that would race with the worker removing the container.
+    """
     selectors = [f"{key}={value}" for key, value in labels.items()]
     with docker_client() as client:
-        return list(client.containers.list(all=True, filters={"label": selectors}))
+        return list(client.containers.list(all=True, sparse=True, filters={"label": selectors}))
 
 
 def run_containers(run_id: str, attempt: int | None = None) -> list[Any]:
@@ -143,9 +148,9 @@ def remove_leftover_containers(*worker_names: str) -> list[str]:
     Scoped to our worker names, so other test sessions on the same engine are never disturbed.
     """
     left = []
-    with docker_client() as client:
-        for name in worker_names:
-            for container in client.containers.list(all=True, filters={"label": f"{LABEL_WORKER}={name}"}):
-                left.append(f"{container.name} ({container.status})")
-                container.remove(force=True)
+    for name in worker_names:
+        for container in containers(**{LABEL_WORKER: name}):
+            left.append(f"{container.attrs['Names']} ({container.status})")
+            with docker_client() as client, contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(container.id, force=True)
     return left

@@ -71,7 +71,7 @@ def init(
     typer.echo("Next:\n" + "\n".join(f"  {step}" for step in steps))
 
 
-def _build(opfile: OpFile, base_image: str | None, network: str | None, no_cache: bool, quiet: bool) -> None:
+def _build(opfile: OpFile, base_image: str | None, network: str | None, no_cache: bool, quiet: bool) -> str:
     from gyoza.opfile.build import BuildError, BuildOptions, build_image
 
     output: list[str] = []
@@ -90,6 +90,7 @@ def _build(opfile: OpFile, base_image: str | None, network: str | None, no_cache
             typer.echo(line, err=True)
         fail(str(exc))
     typer.echo(f"Built {opfile.image} ({image_id.removeprefix('sha256:')[:12]})")
+    return image_id
 
 
 @app.command("build")
@@ -196,7 +197,16 @@ def deploy(
         if stored is not None and not opfile.same_content(stored):
             _version_taken(opfile)
         if not no_build:
-            _build(opfile, base_image, network, no_cache, quiet)
+            from gyoza.opfile.build import local_image_id
+
+            before = local_image_id(opfile.image) if stored is not None else None
+            after = _build(opfile, base_image, network, no_cache, quiet)
+            if before is not None and after != before:
+                typer.secho(
+                    f"warning: the image {opfile.image} changed (code or Dockerfile) but the version did not: runs "
+                    f"of {opfile.version} on this machine now use the new image. Bump `version` to keep deployed "
+                    "versions unchanged.", fg="yellow", err=True,
+                )  # fmt: skip
         try:
             client.deploy_definition(opfile.definition)
         except VersionConflict:  # deployed by someone else since the check above

@@ -116,6 +116,20 @@ def build_image(opfile: OpFile, options: BuildOptions, echo: Callable[[str], Non
         client.close()
 
 
+def local_image_id(image: str) -> str | None:
+    """The id of ``image`` on this machine's engine, or None when it is absent (or no engine answers)."""
+    try:
+        client = docker.from_env(timeout=30)
+    except docker.errors.DockerException:
+        return None
+    try:
+        return str(client.images.get(image).id)
+    except docker.errors.DockerException:
+        return None
+    finally:
+        client.close()
+
+
 def _follow(stream: Any, echo: Callable[[str], None]) -> None:
     for chunk in stream:
         if "stream" in chunk:

@@ -176,6 +176,9 @@ class Scheduler:
     async def _place_all(self) -> None:
         """Place the best pending run on its best worker, again and again, until nothing more fits."""
         blocked: set[Demand] = set()
+        # Forget the previous pass's blocked lanes now, not when this pass ends: a long pass (thousands of runs placed
+        # after workers joined) must not have the reasons loop keep writing stale "why waiting" onto runs being placed.
+        self._blocked = blocked
         workers = self.state.ledger.workers
         while True:
             best: QueuedRun | None = None
@@ -196,7 +199,6 @@ class Scheduler:
             self.state.in_flight.add(best.run_id)
             await self._writes.acquire()
             self._spawn(self._assign(best, worker.worker_id, gpu_ids))
-        self._blocked = blocked
 
     async def _assign(self, run: QueuedRun, worker_id: str, gpu_ids: list[int]) -> None:
         try:

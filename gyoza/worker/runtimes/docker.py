@@ -128,7 +128,17 @@ class DockerRuntime:
         found = []
         for container in containers:
             run_id, attempt = container.labels.get(LABEL_RUN, ""), int(container.labels.get(LABEL_ATTEMPT, "0"))
-            found.append(
-                Orphan(run_id, attempt, DockerExecution(container, LogCapture()), work_dir / f"{run_id}-{attempt}")
-            )
+            io_dir = work_dir / f"{run_id}-{attempt}"
+            # A previous life of this worker mounted its own work dir. A same-named worker of another cluster on this
+            # engine (two `gyoza up`, both "local") did not: its containers are not ours to adopt, let alone stop.
+            if _io_mount_source(container) not in (str(io_dir), str(io_dir.resolve())):
+                continue
+            found.append(Orphan(run_id, attempt, DockerExecution(container, LogCapture()), io_dir))
         return found
+
+
+def _io_mount_source(container: Container) -> str | None:
+    for mount in container.attrs.get("Mounts") or []:
+        if mount.get("Destination") == CONTAINER_IO_DIR:
+            return str(mount.get("Source"))
+    return None
