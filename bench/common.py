@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -231,4 +231,37 @@ def machine_info() -> dict[str, Any]:
         "gyoza": gyoza.__version__,
         # Other work on the machine skews every number here: record how busy it was when the run started.
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+
+
+@dataclass
+class Outcome:
+    """What a benchmark hands to ``bench.__main__``: config, raw results, goals checked and a table to print."""
+
+    name: str
+    config: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    goals: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def row(self, metric: str, value: str, goal: str = "", verdict: str = "") -> None:
+        self.rows.append((metric, value, goal, verdict))
+
+    def goal(self, metric: str, measured: float, target: float, higher_is_better: bool) -> str:
+        met = measured >= target if higher_is_better else measured <= target
+        self.goals.append({"metric": metric, "measured": measured, "target": target, "met": met})
+        return "met" if met else "MISSED"
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def latency_summary(samples: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(samples),
+        "p50_ms": ms(percentile(samples, 50)),
+        "p90_ms": ms(percentile(samples, 90)),
+        "p99_ms": ms(percentile(samples, 99)),
+        "max_ms": ms(max(samples)) if samples else float("nan"),
     }

@@ -20,11 +20,22 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import CpuMeter, Stack, bare_nats, bounded_gather, percentile, stack, until
+from bench.common import (
+    CpuMeter,
+    Outcome,
+    Stack,
+    bare_nats,
+    bounded_gather,
+    latency_summary,
+    ms,
+    percentile,
+    stack,
+    until,
+)
 from bench.profiling import Profiler
 from bench.sim import AssignmentWatch, SimFleet
 from gyoza.bus import names
@@ -76,25 +87,6 @@ GOALS = {
 }
 
 
-@dataclass
-class Outcome:
-    """What a benchmark hands to ``bench.__main__``: config, raw results, goals checked and a table to print."""
-
-    name: str
-    config: dict[str, Any]
-    results: dict[str, Any] = field(default_factory=dict)
-    goals: list[dict[str, Any]] = field(default_factory=list)
-    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def row(self, metric: str, value: str, goal: str = "", verdict: str = "") -> None:
-        self.rows.append((metric, value, goal, verdict))
-
-    def goal(self, metric: str, measured: float, target: float, higher_is_better: bool) -> str:
-        met = measured >= target if higher_is_better else measured <= target
-        self.goals.append({"metric": metric, "measured": measured, "target": target, "met": met})
-        return "met" if met else "MISSED"
-
-
 # --- helpers ------------------------------------------------------------------------------------------------------
 
 
@@ -125,20 +117,6 @@ async def server_caught_up(s: Stack, last_run_id: str) -> bool:
         return False
     listed = (await s.http.get("/runs", params={"limit": 1})).json()["data"]
     return bool(listed) and listed[0]["id"] == last_run_id
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
-def latency_summary(samples: list[float]) -> dict[str, Any]:
-    return {
-        "count": len(samples),
-        "p50_ms": ms(percentile(samples, 50)),
-        "p90_ms": ms(percentile(samples, 90)),
-        "p99_ms": ms(percentile(samples, 99)),
-        "max_ms": ms(max(samples)) if samples else float("nan"),
-    }
 
 
 # --- phase: ceiling -----------------------------------------------------------------------------------------------

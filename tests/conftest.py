@@ -19,6 +19,8 @@ from nats.js import JetStreamContext
 from gyoza.bus.embedded import EmbeddedNats
 from tests.processes import API_KEY, GyozaServer
 
+pytest_plugins = ["tests.fleet_fixtures"]
+
 
 @pytest.fixture(scope="session")
 async def nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:

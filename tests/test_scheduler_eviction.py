@@ -10,42 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import nats
-import pytest
 
-from tests.simworker import FAST_SETTINGS, Cluster, Fleet, SimWorker, all_events, create_run, unique_tag, wait_run
+from tests.simworker import FAST_SETTINGS, Cluster, Fleet, SimWorker, all_events, create_run, wait_run
 from tests.waiting import until
 
 WORKER_TIMEOUT = float(FAST_SETTINGS["GYOZA_WORKER_TIMEOUT"])
-
-
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    started = await Cluster(tmp_path_factory.mktemp("eviction")).start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with cluster.client() as client:
-        yield client
-
-
-@pytest.fixture
-async def fleet(cluster: Cluster) -> AsyncIterator[Fleet]:
-    workers = Fleet(cluster.url)
-    yield workers
-    await workers.close()
-
-
-@pytest.fixture
-def tag() -> str:
-    return unique_tag()
 
 
 async def claim_one(worker: SimWorker, run_id: str) -> dict[str, Any]:

@@ -7,41 +7,16 @@ gives its workers and runs a tag of its own: the scheduler can then never hand o
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.simworker import Cluster, Fleet, SimWorker, create_run, get_run, gpu, unique_tag, wait_run
+from tests.simworker import Cluster, Fleet, SimWorker, create_run, get_run, gpu, wait_run
 from tests.waiting import until
 
 GB = 1000
-
-
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    started = await Cluster(tmp_path_factory.mktemp("placement")).start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with cluster.client() as client:
-        yield client
-
-
-@pytest.fixture
-async def fleet(cluster: Cluster) -> AsyncIterator[Fleet]:
-    workers = Fleet(cluster.url)
-    yield workers
-    await workers.close()
-
-
-@pytest.fixture
-def tag() -> str:
-    return unique_tag()
 
 
 async def assigned(http: httpx.AsyncClient, run_id: str, worker: SimWorker | None = None) -> dict[str, Any]:

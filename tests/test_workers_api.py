@@ -6,7 +6,6 @@ Runs against a private cluster with simulated workers; each test uses its own wo
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,26 +13,6 @@ import pytest
 
 from tests.processes import API_KEY
 from tests.simworker import FAST_SETTINGS, Cluster, Fleet, create_run, get_run, gpu, unique_tag, wait_run
-
-
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    started = await Cluster(tmp_path_factory.mktemp("workers")).start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with cluster.client() as client:
-        yield client
-
-
-@pytest.fixture
-async def fleet(cluster: Cluster) -> AsyncIterator[Fleet]:
-    workers = Fleet(cluster.url)
-    yield workers
-    await workers.close()
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
