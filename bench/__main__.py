@@ -13,15 +13,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import scheduling
-from bench.common import machine_info
-from bench.scheduling import Outcome
+from bench import scheduling, submissions
+from bench.common import Outcome, machine_info
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
 Benchmark = Callable[[bool, bool, Path], Awaitable[Outcome]]
 BENCHMARKS: dict[str, Benchmark] = {
-    "scheduling": lambda quick, profile, results: scheduling.run(quick, profile, results),
+    "scheduling": scheduling.run,
+    "submissions": submissions.run,
 }
 
 

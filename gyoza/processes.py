@@ -1,9 +1,10 @@
-"""Child-process hygiene shared by the embedded nats-server and the process runtime."""
+"""Process plumbing shared by the server, the worker and their children: logging, signals, parent death."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import signal
 import sys
 
@@ -24,3 +25,8 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per heartbeat and claim drowns what matters

@@ -22,8 +22,8 @@ def docker_reachable() -> bool:
 
 
 def up(port: int | None, data_dir: Path | None, runtime: str | None, network: str) -> None:
-    from gyoza.processes import stop_on_signals
-    from gyoza.server.serve import configure_logging, serve
+    from gyoza.processes import configure_logging, stop_on_signals
+    from gyoza.server.serve import serve
     from gyoza.worker.main import WorkerOptions, work
 
     base = Settings.load(port=port, data_dir=data_dir)

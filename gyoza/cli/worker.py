@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from gyoza.processes import configure_logging
 
 app = typer.Typer(no_args_is_help=True, help="Run a Gyoza worker on this machine.")
 
@@ -41,7 +42,7 @@ def start(
             raise typer.BadParameter(f"must be one of {', '.join(allowed)}", param_hint=f"--{option}")
     settings = Settings.load(server_url=server, api_key=api_key)
     # Like the server: GYOZA_LOG_LEVEL (default info) applies, so what the worker does is visible in its output.
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     if not settings.api_key:
         typer.echo("an API key is required: set GYOZA_API_KEY or pass --api-key", err=True)
         raise typer.Exit(2)

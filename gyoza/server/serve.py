@@ -8,7 +8,7 @@ import logging
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from gyoza.processes import stop_on_signals
+from gyoza.processes import configure_logging, stop_on_signals
 from gyoza.server.app import create_app
 from gyoza.settings import Settings
 
@@ -18,11 +18,6 @@ log = logging.getLogger(__name__)
 def run_server(settings: Settings) -> None:
     configure_logging(settings.log_level)
     asyncio.run(_serve_until_signalled(settings))
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what matters
 
 
 async def _serve_until_signalled(settings: Settings) -> None:

@@ -122,12 +122,15 @@ class DockerRuntime:
         return DockerExecution(container, logs)
 
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
+        # Sparse: the list answer already holds labels and mounts, and a full listing would inspect each container,
+        # failing with 404 when one disappears meanwhile.
         containers = await asyncio.to_thread(
-            self.client.containers.list, all=True, filters={"label": f"{LABEL_WORKER}={worker_id}"}
+            self.client.containers.list, all=True, sparse=True, filters={"label": f"{LABEL_WORKER}={worker_id}"}
         )
         found = []
         for container in containers:
-            run_id, attempt = container.labels.get(LABEL_RUN, ""), int(container.labels.get(LABEL_ATTEMPT, "0"))
+            labels = container.attrs.get("Labels") or {}
+            run_id, attempt = labels.get(LABEL_RUN, ""), int(labels.get(LABEL_ATTEMPT, "0"))
             io_dir = work_dir / f"{run_id}-{attempt}"
             # A previous life of this worker mounted its own work dir. A same-named worker of another cluster on this
             # engine (two `gyoza up`, both "local") did not: its containers are not ours to adopt, let alone stop.
