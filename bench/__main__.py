@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import scheduling, submissions
+from bench import lifecycle, scheduling, submissions, worker_overhead
 from bench.common import Outcome, machine_info
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -22,6 +22,8 @@ Benchmark = Callable[[bool, bool, Path], Awaitable[Outcome]]
 BENCHMARKS: dict[str, Benchmark] = {
     "scheduling": scheduling.run,
     "submissions": submissions.run,
+    "lifecycle": lifecycle.run,
+    "worker_overhead": worker_overhead.run,
 }
 
 

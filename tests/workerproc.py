@@ -53,6 +53,7 @@ class WorkerProcess:
         stop_grace: float = 2.0,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        mode: str = "rest",
     ) -> None:
         self.name = name
         self.work_dir = work_dir
@@ -62,6 +63,7 @@ class WorkerProcess:
         self.cpu, self.ram_mb, self.gpus = cpu, ram_mb, gpus
         self.stop_grace = stop_grace
         self.env = env or {}
+        self.mode = mode
         self.log_path = log_path or work_dir.parent / f"worker-{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -70,7 +72,7 @@ class WorkerProcess:
             sys.executable, "-m", "gyoza", "worker", "start",
             "--name", self.name, "--work-dir", str(self.work_dir), "--runtime", self.runtime, "--network", "none",
             "--tags", ",".join(self.tags), "--cpu", str(self.cpu), "--ram-mb", str(self.ram_mb), "--gpus", self.gpus,
-            "--stop-grace", str(self.stop_grace),
+            "--stop-grace", str(self.stop_grace), "--mode", self.mode,
         ]  # fmt: skip
 
     def launch(self) -> WorkerProcess:
