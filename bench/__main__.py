@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import lifecycle, scheduling, submissions, worker_overhead
+from bench import lifecycle, scheduling, storage, submissions, worker_overhead
 from bench.common import Outcome, machine_info
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "submissions": submissions.run,
     "lifecycle": lifecycle.run,
     "worker_overhead": worker_overhead.run,
+    "storage": storage.run,
 }
 
 

@@ -139,7 +139,7 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
     cfg.profile = profile
     out = Outcome("submissions", asdict(cfg))
     gyoza_results, sample = await phase_gyoza(cfg, results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(results_dir.mkdir, parents=True, exist_ok=True)
     ceiling = await phase_ceiling(cfg, sample, results_dir)
     out.results = {"gyoza": gyoza_results, "ceiling": ceiling, "request_body": BODY, "definition": DEFINITION}
     for connections in cfg.connections:

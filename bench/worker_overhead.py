@@ -202,7 +202,8 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
     p = through["phases"]
     out.row(
         "Gyoza phases p50 (ms, from run events)",
-        f"submit->assigned {p['submit_to_assigned']['p50_ms']}, assigned->started {p['assigned_to_started']['p50_ms']}, "
+        f"submit->assigned {p['submit_to_assigned']['p50_ms']}, "
+        f"assigned->started {p['assigned_to_started']['p50_ms']}, "
         f"started->completed {p['started_to_completed']['p50_ms']}, completed->observed "
         f"{p['completed_to_observed']['p50_ms']} (poll {cfg.poll_s * 1000:g} ms)",
     )

@@ -8,6 +8,7 @@ update (SPEC §3, invariant 2). NATS errors are translated here into Gyoza's, so
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -45,11 +46,27 @@ def translate_errors() -> Iterator[None]:
 
 
 class RecordStore(Generic[M]):
-    """Records of one pydantic model in one KV bucket."""
+    """Records of one pydantic model in one KV bucket.
 
-    def __init__(self, kv: KeyValue, model: type[M]) -> None:
+    With ``remember=N`` the store keeps the value and revision it last read or wrote for up to N keys, and
+    ``mutate`` first tries its write against that revision instead of reading the record again. The write is still a
+    compare-and-set: it only lands if that revision is still the latest, so the change was computed on the latest
+    record. When it is not (another writer, another server), or when the change refuses or declines on the
+    remembered version, ``mutate`` reads the record and decides again, as without the memory.
+    """
+
+    def __init__(self, kv: KeyValue, model: type[M], remember: int = 0) -> None:
         self.kv = kv
         self.model = model
+        self._remember = remember
+        self._recent: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+
+    def _note(self, key: str, raw: bytes, revision: int) -> None:
+        if self._remember:
+            self._recent[key] = (raw, revision)
+            self._recent.move_to_end(key)
+            if len(self._recent) > self._remember:
+                self._recent.popitem(last=False)
 
     async def get_raw(self, key: str) -> tuple[bytes, int]:
         with translate_errors():
@@ -59,7 +76,9 @@ class RecordStore(Generic[M]):
                 raise RecordMissing(key) from None
         if entry.value is None:
             raise RecordMissing(key)
-        return entry.value, int(entry.revision or 0)
+        revision = int(entry.revision or 0)
+        self._note(key, entry.value, revision)
+        return entry.value, revision
 
     async def get(self, key: str) -> tuple[M, int]:
         raw, revision = await self.get_raw(key)
@@ -67,19 +86,26 @@ class RecordStore(Generic[M]):
 
     async def create(self, key: str, record: M) -> int:
         """Store a new record; ``RecordExists`` when the key holds one already."""
+        raw = record.model_dump_json().encode()
         with translate_errors():
             try:
-                return int(await self.kv.create(key, record.model_dump_json().encode()))
+                revision = int(await self.kv.create(key, raw))
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise RecordExists(key) from None
+        self._note(key, raw, revision)
+        return revision
 
     async def write(self, key: str, record: M, revision: int) -> int:
         """One compare-and-set write; ``Conflict`` when the revision is no longer the latest."""
+        raw = record.model_dump_json().encode()
         with translate_errors():
             try:
-                return int(await self.kv.update(key, record.model_dump_json().encode(), last=revision))
+                written = int(await self.kv.update(key, raw, last=revision))
             except nats.js.errors.KeyWrongLastSequenceError:
+                self._recent.pop(key, None)
                 raise Conflict(f"{key} changed concurrently") from None
+        self._note(key, raw, written)
+        return written
 
     async def mutate(self, key: str, change: Callable[[M], M | None]) -> tuple[M, int, bool]:
         """Apply ``change`` to the latest record by CAS, retrying on conflict.
@@ -87,6 +113,16 @@ class RecordStore(Generic[M]):
         ``change`` gets a fresh copy each time and returns the new record, or None for "nothing to write".
         Exceptions it raises propagate and nothing is written. Returns (record, revision, changed).
         """
+        remembered = self._recent.get(key)
+        if remembered is not None:
+            raw, revision = remembered
+            try:
+                updated = change(self.model.model_validate_json(raw))
+            except Exception:  # decided on a version that may be old: decide again on the latest below
+                updated = None
+            if updated is not None:
+                with contextlib.suppress(Conflict):  # not the latest any more: read it and retry below
+                    return updated, await self.write(key, updated, revision), True
         for _ in range(MAX_CAS_ATTEMPTS):
             record, revision = await self.get(key)
             updated = change(record)
@@ -107,6 +143,7 @@ class RecordStore(Generic[M]):
                 yield self.model.model_validate_json(change.value)
 
     async def delete(self, key: str) -> None:
+        self._recent.pop(key, None)
         with translate_errors(), contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self.kv.delete(key)
 

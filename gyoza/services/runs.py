@@ -39,6 +39,7 @@ from gyoza.services.definitions import DefinitionService
 from gyoza.services.observer import NoObserver, WriteObserver
 
 Change = Callable[[RunRecord], RunRecord | None]
+RECENT_RUNS = 4096
 
 
 class RunService:
@@ -50,7 +51,9 @@ class RunService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.bus = bus
-        self.store = RecordStore(bus.runs, RunRecord)
+        # Remembering recent runs saves the read before most writes: a run's writes (assign, STARTED, COMPLETED,
+        # topic marks) mostly come from this process, right after its previous write.
+        self.store = RecordStore(bus.runs, RunRecord, remember=RECENT_RUNS)
         self.idempotency = RecordStore(bus.idempotency, IdempotencyEntry)
         self.definitions = definitions
         self.observer = observer or NoObserver()
