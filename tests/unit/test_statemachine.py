@@ -219,3 +219,15 @@ def test_manual_retry_only_from_failed_or_cancelled(state: str) -> None:
         sm.retry(record, NOW)
     assert state in info.value.message
     assert len(record.attempts) == 1
+
+
+def test_a_worker_gives_back_an_attempt_it_has_not_started() -> None:
+    record = sm.assign(new_run(), 1, "w1", [], NOW)
+    sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w1", type="UNASSIGNED"), NOW)
+    assert record.state == RunState.PENDING
+    assert record.events[-1].type == "UNASSIGNED"
+    assert sm.apply_worker_event(record, WorkerEventIn(attempt=1, type="UNASSIGNED"), NOW) is None
+    sm.assign(record, 1, "w2", [], NOW)
+    sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="STARTED"), NOW)
+    with pytest.raises(InvalidTransition):
+        sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="UNASSIGNED"), NOW)
