@@ -20,9 +20,9 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 Benchmark = Callable[[bool, bool, Path], Awaitable[Outcome]]
 BENCHMARKS: dict[str, Benchmark] = {
-    "scheduling": scheduling.run,
     "submissions": submissions.run,
     "lifecycle": lifecycle.run,
+    "scheduling": scheduling.run,
     "worker_overhead": worker_overhead.run,
     "storage": storage.run,
 }
@@ -67,18 +67,28 @@ async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for iterating")
-    parser.add_argument("--profile", action="store_true", help="sample the server with py-spy during placement")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="sample the server with py-spy (scheduling: placement; submissions, lifecycle: the measured window)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     logging.basicConfig(level=logging.WARNING)
     machine = machine_info()
+    began = time.perf_counter()
+    goals: list[tuple[str, dict[str, object]]] = []
     for name in args.names or list(BENCHMARKS):
         started = time.perf_counter()
         outcome = await BENCHMARKS[name](args.quick, args.profile, RESULTS_DIR)
         print_table(outcome)
-        print(f"results: {write_json(outcome, machine, started)}")
+        print(f"results: {write_json(outcome, machine, started)} ({time.perf_counter() - started:.0f} s)")
+        goals += [(name, goal) for goal in outcome.goals]
+    print(f"\ngoals ({time.perf_counter() - began:.0f} s in all):")
+    for name, goal in goals:
+        print(f"  {'met   ' if goal['met'] else 'MISSED'} {name}: {goal['metric']} = {goal['measured']} "
+              f"(target {goal['target']})")  # fmt: skip
     return 0
 
 

@@ -15,19 +15,13 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.common import CpuMeter
+from bench.common import CpuMeter, percentile
 from bench.rawhttp import Connection, build_request
 
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _pct(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
 async def load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +67,6 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
         print("WINDOW END", flush=True)
 
     await asyncio.gather(mark_window(), *(client() for _ in range(connections)))
-    latencies.sort()
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     return {
         "connections": connections,
@@ -83,9 +76,9 @@ async def load(spec: dict[str, Any]) -> dict[str, Any]:
         "ok_per_s": round(ok / measure_s, 1),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": dict(errors),
-        "p50_ms": round(_pct(latencies, 50) * 1000, 2),
-        "p90_ms": round(_pct(latencies, 90) * 1000, 2),
-        "p99_ms": round(_pct(latencies, 99) * 1000, 2),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p90_ms": round(percentile(latencies, 90) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
         "cpu_percent_of_one_core": round(100 * (cpu_marks["end"] - cpu_marks["start"]) / measure_s),
         "request_bytes": len(body),
         "response_bytes": {k: len(v) for k, v in sample.items()},

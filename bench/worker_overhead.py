@@ -1,11 +1,12 @@
 """The worker overhead benchmark (issue 4): one trivial op, N times in a row, through Gyoza vs a bare ``docker run``.
 
-Gyoza: a real ``gyoza worker start`` (Docker runtime, network none, REST mode: long-poll claims) on a fresh stack;
-the bench submits ``POST /runs`` and waits for COMPLETED with the SDK (``AsyncGyozaClient.wait``, polling every
-``poll_s``), one run at a time. Per-phase times come from the run's events (server clock): submit -> ASSIGNED
-(``created_at`` -> ASSIGNED event), ASSIGNED -> STARTED (claim, attempt dir, image check, container create and
-start, the STARTED report), STARTED -> COMPLETED (the op runs, the worker waits for the exit, uploads logs, reports),
-COMPLETED -> observed (until the waiting client saw it: the poll interval shows here).
+Gyoza: a real ``gyoza worker start`` (Docker runtime, network none) on a fresh stack, once in each worker mode
+(``rest``: long-poll claims, the default; ``nats``: assignments pushed on its subject). The bench submits
+``POST /runs`` and waits for COMPLETED with the SDK (``AsyncGyozaClient.wait``, polling every ``poll_s``), one run at
+a time. Per-phase times come from the run's events (server clock): submit -> ASSIGNED (``created_at`` -> ASSIGNED
+event), ASSIGNED -> STARTED (claim, attempt dir, image check, container create and start, the STARTED report),
+STARTED -> COMPLETED (the op runs, the worker waits for the exit, uploads logs, reports), COMPLETED -> observed (until
+the waiting client saw it: the poll interval shows here).
 
 Ceiling, in the same run: the same image and command with the docker SDK directly, as the worker would start it but
 with nothing around it: ``containers.run(detach=True, network none, init=True, the same /gyoza mount and inputs)``
@@ -45,7 +46,7 @@ class Config:
     runs: int = 30
     warmup: int = 2
     poll_s: float = 0.02
-    mode: str = os.environ.get("BENCH_WORKER_MODE", "rest")
+    modes: tuple[str, ...] = ("rest", "nats")
 
     @classmethod
     def quick(cls) -> Config:
@@ -134,12 +135,12 @@ def _t(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-async def gyoza_runs(cfg: Config) -> dict[str, Any]:
+async def gyoza_runs(cfg: Config, mode: str) -> dict[str, Any]:
     totals: list[float] = []
     phases: dict[str, list[float]] = {"submit_to_assigned": [], "assigned_to_started": [],
                                       "started_to_completed": [], "completed_to_observed": []}  # fmt: skip
     async with stack() as s:
-        with worker_process(s.server.url, s.work_dir, cfg.mode, s.nats_url) as (process, log_path):
+        with worker_process(s.server.url, s.work_dir, mode, s.nats_url) as (process, log_path):
 
             async def online() -> bool:
                 if process.poll() is not None:
@@ -184,27 +185,28 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
         return out
     load = round(os.getloadavg()[0], 2)
     bare = await asyncio.to_thread(bare_runs, cfg.runs, cfg.warmup)
-    through = await gyoza_runs(cfg)
-    ratio = through["median_ms"] / bare["median_ms"]
-    out.results = {"bare_docker": bare, "gyoza": through, "ratio_median": round(ratio, 3), "loadavg_1m_before": load}
-    b, g = bare["total"], through["total"]
+    out.results = {"bare_docker": bare, "loadavg_1m_before": load}
+    b = bare["total"]
     out.row(
         f"ceiling: bare docker run -> wait -> remove ({IMAGE} {' '.join(COMMAND)})",
         f"p50 {b['p50_ms']} ms, p90 {b['p90_ms']} ms (n={b['count']}); run {bare['phases']['run']['p50_ms']}, "
-        f"wait {bare['phases']['wait']['p50_ms']}, remove {bare['phases']['remove']['p50_ms']} ms",
+        f"wait {bare['phases']['wait']['p50_ms']}, remove {bare['phases']['remove']['p50_ms']} ms; load {load}",
     )
-    out.row(
-        f"through Gyoza, one {cfg.mode} worker, sequential",
-        f"p50 {g['p50_ms']} ms, p90 {g['p90_ms']} ms (n={g['count']}); load {load}",
-    )
-    verdict = out.goal("gyoza / bare docker (median)", round(ratio, 3), GOALS["ratio"], False)
-    out.row("ratio Gyoza / bare (medians)", f"{ratio:.2f}x", f"<= {GOALS['ratio']}x", verdict)
-    p = through["phases"]
-    out.row(
-        "Gyoza phases p50 (ms, from run events)",
-        f"submit->assigned {p['submit_to_assigned']['p50_ms']}, "
-        f"assigned->started {p['assigned_to_started']['p50_ms']}, "
-        f"started->completed {p['started_to_completed']['p50_ms']}, completed->observed "
-        f"{p['completed_to_observed']['p50_ms']} (poll {cfg.poll_s * 1000:g} ms)",
-    )
+    for mode in cfg.modes:
+        through = await gyoza_runs(cfg, mode)
+        ratio = through["median_ms"] / bare["median_ms"]
+        out.results[f"gyoza_{mode}"] = {**through, "ratio_median": round(ratio, 3)}
+        g = through["total"]
+        out.row(f"through Gyoza, one {mode}-mode worker, sequential",
+                f"p50 {g['p50_ms']} ms, p90 {g['p90_ms']} ms (n={g['count']})")  # fmt: skip
+        verdict = out.goal(f"gyoza ({mode} worker) / bare docker (median)", round(ratio, 3), GOALS["ratio"], False)
+        out.row(f"ratio Gyoza ({mode} worker) / bare (medians)", f"{ratio:.2f}x", f"<= {GOALS['ratio']}x", verdict)
+        p = through["phases"]
+        out.row(
+            f"Gyoza phases p50, {mode} worker (ms, from run events)",
+            f"submit->assigned {p['submit_to_assigned']['p50_ms']}, "
+            f"assigned->started {p['assigned_to_started']['p50_ms']}, "
+            f"started->completed {p['started_to_completed']['p50_ms']}, completed->observed "
+            f"{p['completed_to_observed']['p50_ms']} (poll {cfg.poll_s * 1000:g} ms)",
+        )
     return out

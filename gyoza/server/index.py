@@ -30,6 +30,10 @@ ON CONFLICT(id) DO UPDATE SET
 WHERE excluded.revision > runs.revision
 """
 
+# Run upserts are grouped into transactions of this many statements: one commit each costs more than the upsert
+# itself, and nothing needs a commit to see them (this process reads through the same connection; no other process
+# reads the file, which is disposable anyway).
+RUN_WRITES_PER_COMMIT = 256
 _EQUALITY_FILTERS = ("op_definition", "image", "topic", "worker_id")
 _CREATED_FILTERS = {"created_gte": ">=", "created_gt": ">", "created_lte": "<=", "created_lt": "<"}
 
@@ -38,6 +42,7 @@ class QueryIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = self._recreate(path)
+        self._uncommitted = 0
 
     @staticmethod
     def _recreate(path: Path) -> sqlite_utils.Database:
@@ -68,12 +73,27 @@ class QueryIndex:
         return db
 
     def close(self) -> None:
+        if self.db.conn.in_transaction:
+            self.db.conn.commit()
         self.db.conn.close()
 
     # --- runs --------------------------------------------------------------------------------------------------
 
     def upsert_run(self, record: RunRecord, revision: int) -> None:
-        self.db.execute(_UPSERT_RUN, _run_row(record, revision))
+        """Index this version unless the row holds it (or a newer one) already.
+
+        Every version arrives twice on the server that wrote it (its own write, then the run feed): the look-up
+        spares building the row's view and JSON again for the second."""
+        held = self.db.conn.execute("SELECT revision FROM runs WHERE id = ?", (record.id,)).fetchone()
+        if held is not None and held[0] >= revision:
+            return
+        if not self.db.conn.in_transaction:
+            self.db.conn.execute("BEGIN")
+        self.db.conn.execute(_UPSERT_RUN, _run_row(record, revision))
+        self._uncommitted += 1
+        if self._uncommitted >= RUN_WRITES_PER_COMMIT:
+            self.db.conn.commit()
+            self._uncommitted = 0
 
     def upsert_runs(self, rows: list[tuple[RunRecord, int]]) -> None:
         with self.db.conn:

@@ -16,8 +16,6 @@ from gyoza.bus.records import INITIAL_VALUES_DONE, KeyChange, watch_bucket
 from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord, WorkerRecord
 from gyoza.server.index import QueryIndex
 
-MAX_INDEXED_AHEAD = 10_000
-
 
 class IndexedRuns:
     """Keeps the index current from the run feed and from this server's own writes (read-your-writes), and wakes
@@ -26,31 +24,13 @@ class IndexedRuns:
     def __init__(self, index: QueryIndex) -> None:
         self.index = index
         self.assignment_waiters: dict[str, asyncio.Event] = {}
-        # Revisions this server wrote and indexed that the run feed has not delivered yet. The feed delivers every
-        # write, these included: indexing a version a second time costs a view, a dump and an SQLite statement for
-        # a row the revision check would then leave as it is.
-        self._indexed_ahead: dict[str, int] = {}
 
     async def on_run(self, record: RunRecord, revision: int) -> None:
-        ahead = self._indexed_ahead.get(record.id)
-        if ahead is not None:
-            if revision < ahead:
-                return  # older than the row already indexed
-            del self._indexed_ahead[record.id]
-            if revision == ahead:
-                return  # the version this server indexed when it wrote it
-        self._index(record, revision)
+        self.run_written(record, revision)
 
     def run_written(self, record: RunRecord, revision: int) -> None:
-        """A write of this server's services: indexed at once (read-your-writes), before the feed brings it."""
-        self._index(record, revision)
-        if len(self._indexed_ahead) >= MAX_INDEXED_AHEAD:
-            # Entries whose revision the feed delivered before this call ran stay behind; forgetting them all
-            # only costs a few redundant upserts.
-            self._indexed_ahead.clear()
-        self._indexed_ahead[record.id] = max(revision, self._indexed_ahead.get(record.id, 0))
-
-    def _index(self, record: RunRecord, revision: int) -> None:
+        # Both this server's own writes and the feed's deliveries of them arrive here (in either order); the index
+        # skips a version it already holds before building its row.
         self.index.upsert_run(record, revision)
         worker_id = record.current.worker_id
         if worker_id is not None and worker_id in self.assignment_waiters:
