@@ -165,7 +165,18 @@ async def claim_loop(agent: WorkerAgent) -> None:
             await asyncio.sleep(RETRY_AFTER_ERROR_S)
             continue
         accepted = [agent.accept(assignment) for assignment in batch.data]
-        if accepted and not any(accepted):
-            # Only repeats of attempts still being prepared (e.g. an image pull): the claim answers those at once,
-            # so pause instead of spinning on the server until they report STARTED.
-            await asyncio.sleep(REPEAT_CLAIM_PAUSE_S)
+        if batch.data and not any(accepted):
+            # Only attempts still being prepared (starting a container, pulling an image): the claim answers those at
+            # once, so wait until one of them is STARTED (then the next claim can bring new work) instead of spinning.
+            await _until_one_leaves_assigned(agent, batch.data, REPEAT_CLAIM_PAUSE_S)
+
+
+async def _until_one_leaves_assigned(agent: WorkerAgent, repeated: list[Assignment], limit_s: float) -> None:
+    runners = [agent.runners.get((a.run_id, a.attempt)) for a in repeated]
+    waits = [asyncio.create_task(r.left_assigned.wait()) for r in runners if r is not None]
+    if not waits:
+        await asyncio.sleep(limit_s)
+        return
+    await asyncio.wait(waits, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()

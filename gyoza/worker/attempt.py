@@ -62,6 +62,8 @@ class AttemptRunner:
         self.dir = AttemptDir(settings.work_dir, assignment.run_id, assignment.attempt)
         self.logs = LogCapture(settings.log_limit)
         self.started = False
+        # Set once the server no longer lists this attempt as ASSIGNED (it reported STARTED, or the attempt ended).
+        self.left_assigned = asyncio.Event()
         self.cancel_requested = asyncio.Event()
         self._uploaded_version = -1
         self._events_offset = 0
@@ -82,6 +84,7 @@ class AttemptRunner:
         except Refused as exc:
             log.info("run %s attempt %s: %s", *self.key, exc)
         finally:
+            self.left_assigned.set()
             self.dir.remove()
 
     async def _run(self) -> None:
@@ -112,6 +115,7 @@ class AttemptRunner:
             if report_start:
                 await self._report("STARTED", "started")
             self.started = True
+            self.left_assigned.set()
             status = await self._follow(execution)
             await self._upload_logs(final=True)
             await self._report_outcome(self.dir.outcome(status, self.logs.stderr_tail()))

@@ -67,13 +67,13 @@ class DockerExecution:
         result = await asyncio.to_thread(self.container.wait)
         await asyncio.to_thread(self.container.reload)
         await asyncio.to_thread(self._reader.join, 5)
-        try:
-            tail = await asyncio.to_thread(self.container.logs, stdout=False, stderr=True, tail=20)
-            self.logs.set_stderr_tail(tail.decode(errors="replace").splitlines())
-        except docker.errors.DockerException:
-            pass
         state = self.container.attrs.get("State", {})
-        return ExitStatus(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+        status = ExitStatus(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+        if status.exit_code != 0:  # the stderr tail only explains failures: spare the call on success
+            with contextlib.suppress(docker.errors.DockerException):
+                tail = await asyncio.to_thread(self.container.logs, stdout=False, stderr=True, tail=20)
+                self.logs.set_stderr_tail(tail.decode(errors="replace").splitlines())
+        return status
 
     async def stop(self, grace: float) -> None:
         with contextlib.suppress(docker.errors.NotFound):
