@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from gyoza.bus import names
-from gyoza.schema import Heartbeat, HeartbeatIn, WorkerResources
+from gyoza.schema import HeartbeatIn, WorkerResources
 
 HEARTBEAT_TIMEOUT_S = 5.0
 
@@ -27,10 +27,7 @@ class SimFleet:
         resources = WorkerResources(cpu=cpu, ram_mb=ram_mb)
         # Pre-serialised: the simulator must stay cheap so that the bench process does not steal the server's CPU.
         self.payloads = {
-            wid: Heartbeat(worker_id=wid, body=HeartbeatIn(resources=resources, version="bench"))
-            .model_dump_json()
-            .encode()
-            for wid in self.ids
+            wid: HeartbeatIn(resources=resources, version="bench").model_dump_json().encode() for wid in self.ids
         }
         self.latencies: list[float] = []
         self.failures = 0

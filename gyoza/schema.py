@@ -443,13 +443,6 @@ class HeartbeatIn(Input):
     version: Annotated[str, Field(max_length=64)] = ""
 
 
-class Heartbeat(Record):
-    """A heartbeat as forwarded to the scheduler (``worker_id`` comes from the URL or the subject)."""
-
-    worker_id: str
-    body: HeartbeatIn
-
-
 class WorkerCommand(Record):
     type: Literal["cancel"]
     run_id: str

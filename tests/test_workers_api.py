@@ -5,10 +5,12 @@ Runs against a private cluster with simulated workers; each test uses its own wo
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
 from tests.processes import API_KEY
@@ -129,3 +131,22 @@ async def test_worker_endpoints_need_the_api_key(cluster: Cluster) -> None:
         assert (await wrong.post("/workers/w/heartbeat", json=body)).status_code == 401
         assert (await wrong.post("/workers/w/claim")).status_code == 401
         assert (await wrong.get("/workers")).status_code == 401
+
+
+async def test_a_worker_can_heartbeat_over_nats_with_the_rest_body(cluster: Cluster, http: httpx.AsyncClient) -> None:
+    """SPEC: ``gyoza.workers.<id>.heartbeat`` takes the same payload as POST /workers/{id}/heartbeat."""
+    worker_id = f"nats-hb-{unique_tag()}"
+    body = {"resources": {"cpu": 2, "ram_mb": 2048, "gpus": []}, "tags": ["x"], "running": [], "version": "t"}
+    connection = await nats.connect(cluster.nats_url)
+    try:
+        reply = await connection.request(f"gyoza.workers.{worker_id}.heartbeat", json.dumps(body).encode(), timeout=5)
+        assert json.loads(reply.data)["heartbeat_interval_s"] > 0
+        view = (await http.get(f"/workers/{worker_id}")).json()
+        assert (view["status"], view["totals"]["ram_mb"], view["tags"]) == ("ONLINE", 2048, ["x"])
+
+        bad = await connection.request(f"gyoza.workers.{worker_id}.heartbeat", b'{"resources": {"cpu": -1}}', timeout=5)
+        error = json.loads(bad.data)["error"]
+        assert error["code"] == "INVALID_REQUEST"
+        assert {d["field"] for d in error["details"]} >= {"resources.cpu", "resources.ram_mb"}
+    finally:
+        await connection.close()

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
 
 from gyoza.bus import messaging, names
 from gyoza.bus.connection import Bus
 from gyoza.core.placement import Demand, best_worker, pending_reason
 from gyoza.core.views import assignment, run_view
-from gyoza.errors import GyozaError, RunNotFound
+from gyoza.errors import GyozaError, InvalidRequest, RunNotFound
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
 from gyoza.scheduler.liveness import Liveness
 from gyoza.scheduler.queue import QueuedRun
 from gyoza.scheduler.state import ClusterState
-from gyoza.schema import Heartbeat, RunRecord, RunRequested, RunState, WorkerCommand
+from gyoza.schema import HeartbeatIn, RunRecord, RunRequested, RunState, WorkerCommand, validation_problems
 from gyoza.services.runs import RunService
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
@@ -142,8 +145,17 @@ class Scheduler:
                 await asyncio.sleep(seconds)
 
     async def _on_heartbeat(self, subject: str, data: bytes) -> bytes:
-        heartbeat = Heartbeat.model_validate_json(data)
-        reply = await self.liveness.heartbeat(heartbeat.worker_id, heartbeat.body)
+        """``gyoza.workers.<id>.heartbeat``: the same body as POST /workers/{id}/heartbeat, the id from the subject.
+
+        A NATS worker gets the API's error body for a bad heartbeat, as a REST worker gets a 400.
+        """
+        worker_id = subject.split(".")[2]
+        try:
+            body = HeartbeatIn.model_validate_json(data)
+        except ValidationError as exc:
+            error = InvalidRequest("invalid heartbeat", details=validation_problems(exc))
+            return json.dumps(error.to_body()).encode()
+        reply = await self.liveness.heartbeat(worker_id, body)
         return reply.model_dump_json().encode()
 
     async def _on_worker_changed(self, subject: str, data: bytes) -> bytes:

@@ -1,8 +1,8 @@
 """What the API asks of the scheduler leader on behalf of workers: heartbeats and drains.
 
-A heartbeat is a NATS request to ``gyoza.workers.<id>.heartbeat``, answered by whichever replica holds the leader
-lease (workers in NATS mode send the same request directly). With no leader for a moment (fail-over), the caller
-gets 503 and retries.
+A heartbeat is a NATS request to ``gyoza.workers.<id>.heartbeat`` with the same body as the REST call, answered by
+whichever replica holds the leader lease (a worker may send that request directly). With no leader for a moment
+(fail-over), the caller gets 503 and retries.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from gyoza.bus import messaging, names
 from gyoza.bus.connection import Bus
 from gyoza.bus.records import RecordMissing
 from gyoza.errors import Unavailable, WorkerNotFound
-from gyoza.schema import Heartbeat, HeartbeatIn, HeartbeatReply, WorkerRecord
+from gyoza.schema import HeartbeatIn, HeartbeatReply, WorkerRecord
 from gyoza.services.workers import WorkerService
 
 HEARTBEAT_REPLY_TIMEOUT_S = 5.0
@@ -25,7 +25,7 @@ class FleetService:
         self.workers = workers
 
     async def heartbeat(self, worker_id: str, body: HeartbeatIn) -> HeartbeatReply:
-        payload = Heartbeat(worker_id=worker_id, body=body).model_dump_json().encode()
+        payload = body.model_dump_json().encode()
         reply = await messaging.request(
             self.bus, names.heartbeat_subject(worker_id), payload, HEARTBEAT_REPLY_TIMEOUT_S
         )
