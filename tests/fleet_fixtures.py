@@ -1,8 +1,8 @@
 """Fixtures for scheduler tests with simulated workers (loaded by tests/conftest.py as a pytest plugin).
 
 ``cluster`` is one private nats-server + Gyoza server per test module (never the session server, whose scheduler
-must not meet other tests' runs); ``fleet`` closes the simulated workers a test starts; ``tag`` keeps one test's
-runs off another test's workers.
+must not meet other tests' runs), ``http`` a client of it; ``fleet`` closes the simulated workers a test starts;
+``tag`` keeps one test's runs off another test's workers; ``pyop_image`` skips (or fails in CI) without the images.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from tests.dockerimages import PYOP, require_images
 from tests.simworker import Cluster, Fleet, unique_tag
 
 
@@ -22,7 +23,7 @@ async def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     started.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def http(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
     async with cluster.client() as client:
         yield client
@@ -33,6 +34,11 @@ async def fleet(cluster: Cluster) -> AsyncIterator[Fleet]:
     workers = Fleet(cluster.url)
     yield workers
     await workers.close()
+
+
+@pytest.fixture(scope="module")
+def pyop_image() -> None:
+    require_images(PYOP)
 
 
 @pytest.fixture

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.dockerimages import PYOP, require_images
-from tests.processes import API_KEY, GyozaServer
-from tests.simworker import all_events, get_run, wait_run
+from tests.dockerimages import PYOP
+from tests.simworker import Cluster, all_events, get_run, wait_run
 from tests.waiting import until
-from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, start_server, unique_worker_name
+from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, unique_worker_name
+
+# The Docker images are checked before the module's cluster starts (skip, or fail under GYOZA_REQUIRE_DOCKER=1).
+pytestmark = pytest.mark.usefixtures("pyop_image")
 
 TAG = "docker-e2e"
 STOP_GRACE_S = 2.0
@@ -26,26 +28,12 @@ HEARTBEAT_S = 0.5
 
 
 @pytest.fixture(scope="module")
-def gyoza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GyozaServer]:
-    require_images(PYOP)
-    server = start_server(tmp_path_factory.mktemp("worker-docker"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def http(gyoza: GyozaServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gyoza.url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 async def worker(
-    gyoza: GyozaServer, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WorkerProcess]:
     root = tmp_path_factory.mktemp("docker-worker")
     name = unique_worker_name("docker")
-    process = WorkerProcess(name, root / "work", gyoza.url, tags=(TAG,), stop_grace=STOP_GRACE_S)
+    process = WorkerProcess(name, root / "work", cluster.url, tags=(TAG,), stop_grace=STOP_GRACE_S)
     await process.start(http)
     yield process
     process.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,13 @@ from gyoza.schema import Assignment, Constraints
 from gyoza.worker.attempt import AttemptRunner, AttemptSettings
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture
 from gyoza.worker.runtimes.docker import container_options
-from tests.dockerimages import PYOP, require_images
-from tests.processes import API_KEY, GyozaServer
-from tests.simworker import wait_run
+from tests.dockerimages import PYOP
+from tests.simworker import Cluster, wait_run
 from tests.waiting import until
-from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, start_server, unique_worker_name
+from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, unique_worker_name
+
+# The Docker images are checked before the module's cluster starts (skip, or fail under GYOZA_REQUIRE_DOCKER=1).
+pytestmark = pytest.mark.usefixtures("pyop_image")
 
 TAG = "gpu-e2e"
 # GPU 1 is the smaller one: best fit must pick it for a 20 GB request, although index order would pick GPU 0.
@@ -36,22 +38,8 @@ echo "1, GPU-bbbb, NVIDIA A100, 24576"
 
 
 @pytest.fixture(scope="module")
-def gyoza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GyozaServer]:
-    require_images(PYOP)
-    server = start_server(tmp_path_factory.mktemp("worker-gpus"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def http(gyoza: GyozaServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gyoza.url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 async def gpu_worker(
-    gyoza: GyozaServer, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WorkerProcess]:
     root = tmp_path_factory.mktemp("gpu-worker")
     bin_dir = root / "bin"
@@ -60,7 +48,7 @@ async def gpu_worker(
     (bin_dir / "nvidia-smi").chmod(0o755)
     path = f"{bin_dir}:{os.environ.get('PATH', '')}"
     name = unique_worker_name("gpu")
-    worker = WorkerProcess(name, root / "work", gyoza.url, tags=(TAG,), gpus="auto", env={"PATH": path})
+    worker = WorkerProcess(name, root / "work", cluster.url, tags=(TAG,), gpus="auto", env={"PATH": path})
     await worker.start(http)
     yield worker
     worker.stop()

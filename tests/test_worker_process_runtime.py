@@ -7,17 +7,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.processes import API_KEY, GyozaServer
-from tests.simworker import all_events, wait_run
+from tests.simworker import Cluster, all_events, wait_run
 from tests.waiting import until
-from tests.workerproc import WorkerProcess, start_server, unique_worker_name
+from tests.workerproc import WorkerProcess, unique_worker_name
 
 TAG = "process-e2e"
 REPO = Path(__file__).resolve().parent.parent
@@ -25,24 +24,11 @@ OPS_DIR = REPO / "tests" / "images" / "pyop"
 
 
 @pytest.fixture(scope="module")
-def gyoza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GyozaServer]:
-    server = start_server(tmp_path_factory.mktemp("worker-process"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def http(gyoza: GyozaServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gyoza.url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 async def worker(
-    gyoza: GyozaServer, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, http: httpx.AsyncClient, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WorkerProcess]:
     root = tmp_path_factory.mktemp("process-worker")
-    process = WorkerProcess(unique_worker_name("proc"), root / "work", gyoza.url, runtime="process", tags=(TAG,))
+    process = WorkerProcess(unique_worker_name("proc"), root / "work", cluster.url, runtime="process", tags=(TAG,))
     await process.start(http)
     yield process
     assert process.stop() == 0, process.log()

@@ -6,16 +6,18 @@ running is cancelled, and only one attempt of the run ever completes.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.dockerimages import PYOP, require_images
-from tests.processes import API_KEY, GyozaServer
-from tests.simworker import wait_run
+from tests.dockerimages import PYOP
+from tests.simworker import Cluster, wait_run
 from tests.waiting import until
-from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, start_server, unique_worker_name
+from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, unique_worker_name
+
+# The Docker images are checked before the module's cluster starts (skip, or fail under GYOZA_REQUIRE_DOCKER=1).
+pytestmark = pytest.mark.usefixtures("pyop_image")
 
 TAG = "recovery-e2e"
 # Long enough that attempt 1's container still runs when its worker returns (kill + 3 s eviction + restart) and that
@@ -23,25 +25,11 @@ TAG = "recovery-e2e"
 SLEEP_S = 15
 
 
-@pytest.fixture(scope="module")
-def gyoza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GyozaServer]:
-    require_images(PYOP)
-    server = start_server(tmp_path_factory.mktemp("worker-recovery"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def http(gyoza: GyozaServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gyoza.url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
-        yield client
-
-
 @pytest.fixture
-def workers(gyoza: GyozaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
+def workers(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
     root = tmp_path_factory.mktemp("recovery-workers")
     pair = [
-        WorkerProcess(unique_worker_name(label), root / label, gyoza.url, tags=(TAG,), stop_grace=2)
+        WorkerProcess(unique_worker_name(label), root / label, cluster.url, tags=(TAG,), stop_grace=2)
         for label in ("first", "second")
     ]
     yield pair
