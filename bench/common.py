@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: a NATS + Gyoza server stack on loopback, machine facts, percentiles.
 
-Deliberately independent of ``tests/``: a benchmark stack is started fresh per phase (its own temp dir, its own
-nats-server) so that one phase's leftovers never skew the next one's numbers.
+A benchmark stack is started fresh per phase (its own temp dir, its own nats-server) so that one phase's leftovers
+never skew the next one's numbers; the server process itself is launched as the tests launch it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,72 +29,15 @@ from nats.js import JetStreamContext
 import gyoza
 from gyoza.bus.embedded import EmbeddedNats, nats_server_binary
 
-API_KEY = "bench-key"
-READY_TIMEOUT_S = 60.0
+# The launcher and the key are the test suite's: one way to start a server, for a measurement or a test.
+from tests.processes import API_KEY as API_KEY
+from tests.processes import GyozaServer as GyozaServer
+from tests.processes import free_port as free_port
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """``python -m gyoza server start`` as a child process, pointed at an external NATS URL."""
-
-    def __init__(self, data_dir: Path, nats_url: str, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.nats_url = nats_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra_env = env or {}
-        self.log_path = data_dir / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
-        env.update(
-            GYOZA_API_KEY=API_KEY,
-            GYOZA_PORT=str(self.port),
-            GYOZA_HOST="127.0.0.1",
-            GYOZA_DATA_DIR=str(self.data_dir),
-            GYOZA_NATS_URL=self.nats_url,
-            GYOZA_LOG_LEVEL="warning",
-            **self.extra_env,
-        )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gyoza", "server", "start"], env=env, stdout=log, stderr=log
-            )
-
-    async def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        async with httpx.AsyncClient(timeout=1) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gyoza server exited {self.process.returncode}: {self.log_path.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(self.url + "/health")).status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"gyoza server not ready: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+async def start_server(data_dir: Path, nats_url: str, env: dict[str, str] | None = None) -> GyozaServer:
+    """``python -m gyoza server start`` on an external NATS, awaited until it answers (off the event loop)."""
+    return await asyncio.to_thread(GyozaServer(data_dir, nats_url, **(env or {})).start)
 
 
 @dataclass
@@ -104,7 +45,7 @@ class Stack:
     """A running nats-server and Gyoza server, with a raw NATS client and an HTTP client for the bench."""
 
     nats_url: str
-    server: ServerProcess
+    server: GyozaServer
     nc: Client
     js: JetStreamContext
     http: httpx.AsyncClient
@@ -118,11 +59,10 @@ async def stack(server_env: dict[str, str] | None = None, http_connections: int 
     work_dir = Path(tempfile.mkdtemp(prefix="gyoza-bench-"))
     broker = EmbeddedNats(work_dir / "nats")
     nats_url = await broker.start()
-    server = ServerProcess(work_dir / "gyoza", nats_url, server_env)
+    server: GyozaServer | None = None
     nc: Client | None = None
     try:
-        server.start()
-        await server.wait_ready()
+        server = await start_server(work_dir / "gyoza", nats_url, server_env)
         nc = await nats.connect(nats_url, name="gyoza-bench", max_reconnect_attempts=0)
         limits = httpx.Limits(max_connections=http_connections, max_keepalive_connections=http_connections)
         async with httpx.AsyncClient(
@@ -134,7 +74,8 @@ async def stack(server_env: dict[str, str] | None = None, http_connections: int 
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
-        server.stop()
+        if server is not None:
+            server.stop()
         broker.stop()
         if os.environ.get("BENCH_KEEP"):  # keep logs and stores for a post-mortem
             print(f"kept {work_dir}", file=sys.stderr)

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from nats.js.kv import KeyValue
 
-from bench.common import API_KEY, Outcome, ServerProcess, bare_nats, bounded_gather, latency_summary
+from bench.common import API_KEY, GyozaServer, Outcome, bare_nats, bounded_gather, latency_summary, start_server
 from bench.scheduling import service_bus
 from gyoza.bus import names
 from gyoza.bus.records import INITIAL_VALUES_DONE, watch_bucket
@@ -113,11 +113,9 @@ async def raw_replay_s(kv: KeyValue) -> tuple[float, int]:
     return time.perf_counter() - started, count
 
 
-async def start_server(nats_url: str, work_dir: Path) -> tuple[ServerProcess, float]:
-    server = ServerProcess(work_dir, nats_url)
+async def timed_start(nats_url: str, work_dir: Path) -> tuple[GyozaServer, float]:
     started = time.perf_counter()
-    server.start()
-    await server.wait_ready()
+    server = await start_server(work_dir, nats_url)
     return server, time.perf_counter() - started
 
 
@@ -154,7 +152,7 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
     out = Outcome("storage", asdict(cfg))
     async with bare_nats() as (url, work_dir, _, js):
         # Ceiling: the same server on an empty NATS.
-        empty_server, empty_start_s = await start_server(url, work_dir / "empty")
+        empty_server, empty_start_s = await timed_start(url, work_dir / "empty")
         empty_rss = rss_mb(empty_server.pid)
         empty_server.stop()
 
@@ -166,7 +164,7 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
 
         load = round(os.getloadavg()[0], 2)
         data_dir = Path(tempfile.mkdtemp(prefix="gyoza-bench-storage-", dir=work_dir))
-        server, start_s = await start_server(url, data_dir)
+        server, start_s = await timed_start(url, data_dir)
         try:
             rss_ready = rss_mb(server.pid)
             queries = await query_latencies(server.url, cfg, random.Random(7).sample(ids, 50))

@@ -35,15 +35,22 @@ class GyozaServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def start(self) -> GyozaServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
         env.update(
-            GYOZA_API_KEY=API_KEY,
-            GYOZA_PORT=str(self.port),
-            GYOZA_HOST="127.0.0.1",
-            GYOZA_DATA_DIR=str(self.data_dir),
-            GYOZA_LOG_LEVEL="warning",
-            **self.env,
+            {
+                "GYOZA_API_KEY": API_KEY,
+                "GYOZA_PORT": str(self.port),
+                "GYOZA_HOST": "127.0.0.1",
+                "GYOZA_DATA_DIR": str(self.data_dir),
+                "GYOZA_LOG_LEVEL": "warning",
+                **self.env,  # a caller's value wins, GYOZA_LOG_LEVEL included
+            }
         )
         if self.nats_url:
             env["GYOZA_NATS_URL"] = self.nats_url
@@ -69,21 +76,26 @@ class GyozaServer:
 
     def stop(self) -> int | None:
         """SIGTERM and wait; returns the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, 20)
 
     def kill9(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; returns the exit code (None if never started)."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def child_pids(pid: int) -> list[int]:

@@ -21,7 +21,7 @@ import httpx
 
 from gyoza.processes import die_with_parent
 from tests.dockerimages import docker_client
-from tests.processes import API_KEY, GyozaServer
+from tests.processes import API_KEY, GyozaServer, terminate
 from tests.waiting import until
 
 LABEL_RUN, LABEL_ATTEMPT, LABEL_WORKER = "gyoza.run_id", "gyoza.attempt", "gyoza.worker_id"
@@ -109,16 +109,7 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM and wait (the worker drains); returns the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
     def kill9(self) -> None:
         assert self.process is not None
