@@ -104,23 +104,19 @@ def pending_reason(demand: Demand, workers: list[Capacity]) -> StateReason:
         wanted = ", ".join(sorted(demand.tags))
         return StateReason(code=ReasonCode.NO_WORKER_WITH_TAGS, message=f"no online worker has all tags: {wanted}")
     if not any(could_ever_fit(demand, w) for w in tagged):
-        largest_ram = max(w.ram_total for w in tagged)
-        largest_cpu = max(w.cpu_total for w in tagged)
-        largest_vram = max((v for w in tagged for v in w.gpu_total.values()), default=0)
         return StateReason(
             code=ReasonCode.NO_WORKER_LARGE_ENOUGH,
-            message=(
-                f"needs {demand.describe()}; the largest worker has cpu {largest_cpu:g}, ram {largest_ram} MB, "
-                f"GPU VRAM {largest_vram} MB"
-            ),
+            message=f"needs {demand.describe()}; the largest worker has {_most(tagged, free=False)}",
         )
-    free_ram = max(w.ram_free for w in tagged)
-    free_cpu = max(w.cpu_free for w in tagged)
-    free_vram = max((v for w in tagged for v in w.gpu_free.values()), default=0)
     return StateReason(
         code=ReasonCode.INSUFFICIENT_RESOURCES,
-        message=(
-            f"waiting for {demand.describe()}; the most free on any worker now: cpu {free_cpu:g}, ram {free_ram} MB, "
-            f"GPU VRAM {free_vram} MB"
-        ),
+        message=f"waiting for {demand.describe()}; the most free on any worker now: {_most(tagged, free=True)}",
     )
+
+
+def _most(workers: list[Capacity], free: bool) -> str:
+    """The largest CPU, RAM and per-GPU VRAM among ``workers``, each taken on its own (free now, or in total)."""
+    cpu = max(w.cpu_free if free else w.cpu_total for w in workers)
+    ram = max(w.ram_free if free else w.ram_total for w in workers)
+    vram = max((v for w in workers for v in (w.gpu_free if free else w.gpu_total).values()), default=0)
+    return f"cpu {cpu:g}, ram {ram} MB, GPU VRAM {vram} MB"
