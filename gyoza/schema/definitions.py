@@ -1,0 +1,122 @@
+"""Op definitions: specs, constraints, retry policy, and how versions are stored (SPEC §2.1, §2.4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from gyoza.schema._base import EnvName, Image, Input, OpName, Record, Tag, Topic, Version
+from gyoza.schema.enums import FailureReason, ValueType
+
+
+class InputSpec(Input):
+    type: ValueType
+    required: bool = True
+    default: Any = None
+    description: str = ""
+    choices: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class OutputSpec(Input):
+    type: ValueType
+    required: bool = True
+    description: str = ""
+
+
+class Constraints(Input):
+    cpu: Annotated[float, Field(ge=0, le=4096)] = 0.0
+    ram_mb: Annotated[int, Field(ge=0, le=1 << 30)] = 0
+    vram_mb: Annotated[int, Field(ge=0, le=1 << 30)] = 0
+    gpus: Annotated[int, Field(ge=0, le=64)] | None = None
+
+    @model_validator(mode="after")
+    def _default_gpus(self) -> Constraints:
+        # SPEC §2.1: a VRAM request implies one GPU unless the count is given.
+        if self.gpus is None:
+            self.gpus = 1 if self.vram_mb > 0 else 0
+        return self
+
+
+class RetryPolicy(Input):
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 1
+    backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 0.0
+    backoff_multiplier: Annotated[float, Field(ge=1, le=100)] = 2.0
+    max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    retry_on: list[FailureReason] = Field(default_factory=list)
+
+
+class EventDelivery(Input):
+    topic: Topic
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunTemplate(Input):
+    """The fields a run copies from its definition (or gets directly when ad hoc)."""
+
+    image: Image
+    command: Annotated[list[str], Field(max_length=256)] | None = None
+    constraints: Constraints = Field(default_factory=Constraints)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    tags: Annotated[list[Tag], Field(max_length=64)] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    output_specs: dict[str, OutputSpec] | None = None
+    event_delivery: EventDelivery | None = None
+
+
+class OpDefinitionIn(RunTemplate):
+    """POST /definitions."""
+
+    name: OpName
+    version: Version
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    input_specs: dict[str, InputSpec] = Field(default_factory=dict)
+
+
+class OpDefinition(Record):
+    """A stored definition version. ``id`` repeats ``name`` for clients that expect one."""
+
+    id: str
+    name: str
+    version: str
+    image: str
+    command: list[str] | None = None
+    description: str = ""
+    input_specs: dict[str, InputSpec] = Field(default_factory=dict)
+    output_specs: dict[str, OutputSpec] | None = None
+    constraints: Constraints = Field(default_factory=Constraints)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_seconds: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    event_delivery: EventDelivery | None = None
+    created_at: datetime
+
+    def content(self) -> dict[str, Any]:
+        """What makes two posts of a version identical: everything but server-set fields."""
+        return self.model_dump(mode="json", exclude={"id", "created_at"})
+
+
+class DefinitionVersionRef(Record):
+    version: str
+    created_at: datetime
+    revision: int = 0
+
+
+class DefinitionPointer(Record):
+    """KV ``gyoza_definitions/<name>``: the deployed versions of a name, oldest first; the last one is latest."""
+
+    name: str
+    versions: list[DefinitionVersionRef] = Field(default_factory=list)
+
+    @property
+    def latest(self) -> DefinitionVersionRef | None:
+        return self.versions[-1] if self.versions else None
+
+
+class DefinitionList(Record):
+    data: list[OpDefinition]

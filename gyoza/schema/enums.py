@@ -1,0 +1,77 @@
+"""States, event types and reason codes (SPEC §2.3, §2.5)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunState(StrEnum):
+    PENDING = "PENDING"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
+
+
+class EventType(StrEnum):
+    CREATED = "CREATED"
+    ASSIGNED = "ASSIGNED"
+    UNASSIGNED = "UNASSIGNED"
+    STARTED = "STARTED"
+    INFO = "INFO"
+    PROGRESS = "PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    RETRIED = "RETRIED"
+    ERROR = "ERROR"
+
+
+class ReasonCode(StrEnum):
+    """Why a run is in its state (SPEC §2.5)."""
+
+    QUEUED = "QUEUED"
+    NO_WORKERS = "NO_WORKERS"
+    NO_WORKER_WITH_TAGS = "NO_WORKER_WITH_TAGS"
+    INSUFFICIENT_RESOURCES = "INSUFFICIENT_RESOURCES"
+    NO_WORKER_LARGE_ENOUGH = "NO_WORKER_LARGE_ENOUGH"
+    RETRY_BACKOFF = "RETRY_BACKOFF"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    EXIT_CODE = "EXIT_CODE"
+    OOM_KILLED = "OOM_KILLED"
+    TIMEOUT = "TIMEOUT"
+    WORKER_LOST = "WORKER_LOST"
+    OUTPUT_INVALID = "OUTPUT_INVALID"
+    OUTPUT_MISSING = "OUTPUT_MISSING"
+    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
+    CONTAINER_ERROR = "CONTAINER_ERROR"
+    USER = "USER"
+
+
+class FailureReason(StrEnum):
+    """The reason codes a FAILED attempt can carry; ``retry_on`` lists some of them."""
+
+    EXIT_CODE = "EXIT_CODE"
+    OOM_KILLED = "OOM_KILLED"
+    TIMEOUT = "TIMEOUT"
+    WORKER_LOST = "WORKER_LOST"
+    OUTPUT_INVALID = "OUTPUT_INVALID"
+    OUTPUT_MISSING = "OUTPUT_MISSING"
+    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
+    CONTAINER_ERROR = "CONTAINER_ERROR"
+
+
+class ValueType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    OBJECT = "object"
+    ARRAY = "array"
+    ANY = "any"

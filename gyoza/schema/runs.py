@@ -1,0 +1,243 @@
+"""Runs: API bodies, the stored record with its attempts and events, the API view, worker events, lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from gyoza.schema._base import IdempotencyKey, Input, Priority, Record, Version
+from gyoza.schema.definitions import Constraints, EventDelivery, OutputSpec, RetryPolicy, RunTemplate
+from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
+
+
+class RunFromDefinitionIn(Input):
+    """POST /definitions/{name}/runs."""
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = 5
+    version: Version | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class AdHocRunIn(RunTemplate):
+    """POST /runs."""
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = 5
+    idempotency_key: IdempotencyKey | None = None
+
+
+class PatchRunIn(Input):
+    priority: Priority
+
+
+class StateReason(Record):
+    code: ReasonCode
+    message: str = ""
+
+
+class Event(Record):
+    id: int
+    attempt: int
+    type: EventType
+    t: datetime
+    msg: str | int = ""
+    payload: dict[str, Any] = Field(default_factory=dict)
+    state: RunState
+
+
+class ExecutionSummary(Record):
+    duration_ms: int | None = None
+    worker_id: str | None = None
+    exit_code: int | None = None
+    error_message: str | None = None
+    gpu_ids: list[int] = Field(default_factory=list)
+
+
+class Attempt(Record):
+    """One execution (or retry) of a run."""
+
+    number: int
+    state: RunState
+    state_reason: StateReason
+    worker_id: str | None = None
+    gpu_ids: list[int] = Field(default_factory=list)
+    progress: int = 0
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    exit_code: int | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    not_before: datetime | None = None
+    created_at: datetime
+    assigned_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunRecord(Record):
+    """KV ``gyoza_runs/<run_id>``: the single source of truth for a run, changed only by compare-and-set."""
+
+    schema_version: int = 1
+    id: str
+    op_definition: str | None = None
+    definition_version: str | None = None
+    image: str
+    command: list[str] | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 5
+    constraints: Constraints = Field(default_factory=Constraints)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_seconds: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    output_specs: dict[str, OutputSpec] | None = None
+    event_delivery: EventDelivery | None = None
+    idempotency_key: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    attempts: list[Attempt]
+    events: list[Event] = Field(default_factory=list)
+    next_event_id: int = 1
+    # Highest event id already published to the topic feed (the outbox mark, see services/topics.py).
+    topic_published_through: int = 0
+
+    @property
+    def current(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def state(self) -> RunState:
+        return self.current.state
+
+
+class OpRun(Record):
+    """A run as the API shows it: the run's fields plus its current attempt's state and timeline."""
+
+    id: str
+    object: Literal["run"] = "run"
+    op_definition: str | None
+    definition_version: str | None
+    image: str
+    command: list[str] | None
+    inputs: dict[str, Any]
+    priority: int
+    constraints: Constraints
+    retry_policy: RetryPolicy
+    timeout_seconds: float | None
+    tags: list[str]
+    env: dict[str, str]
+    output_specs: dict[str, OutputSpec] | None
+    event_delivery: EventDelivery | None
+    state: RunState
+    state_reason: StateReason
+    progress: int
+    current_attempt: int
+    cancel_requested: bool
+    outputs: dict[str, Any]
+    events: list[Event]
+    worker_id: str | None
+    gpu_ids: list[int]
+    execution_summary: ExecutionSummary | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class AttemptView(Attempt):
+    """GET /runs/{id}/attempts: an attempt with its own timeline."""
+
+    events: list[Event] = Field(default_factory=list)
+
+
+# UNASSIGNED: the worker gives back an attempt it has not started (it is shutting down).
+WorkerEventType = Literal["STARTED", "PROGRESS", "INFO", "COMPLETED", "FAILED", "CANCELLED", "UNASSIGNED"]
+
+
+class WorkerEventIn(Input):
+    """POST /runs/{id}/events."""
+
+    attempt: Annotated[int, Field(ge=1)]
+    # The reporting worker. An attempt that went back to the queue and on to another worker keeps its number, so
+    # the worker id is what fences off the first worker's late reports.
+    worker_id: str | None = None
+    type: WorkerEventType
+    msg: Annotated[str, Field(max_length=10_000)] | int = ""
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailurePayload(Input):
+    """The payload of a worker's FAILED event."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    reason: Annotated[FailureReason, Field(strict=False)] = FailureReason.EXIT_CODE
+    exit_code: int | None = None
+    error: Annotated[str, Field(max_length=100_000)] | None = None
+
+
+class CompletedPayload(Input):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    exit_code: int | None = None
+
+
+class RunList(Record):
+    object: Literal["list"] = "list"
+    data: list[OpRun]
+    has_more: bool
+
+
+class AttemptList(Record):
+    data: list[AttemptView]
+
+
+class EventList(Record):
+    data: list[Event]
+
+
+class RunRequested(Record):
+    """Published on ``gyoza.runs.requested`` whenever a run (re)enters PENDING or changes priority."""
+
+    run_id: str
+    attempt: int
+    priority: int
+
+
+class IdempotencyEntry(Record):
+    """KV ``gyoza_idempotency/<sha256 of the key>``: the run a key created (the bucket expires it after 24 h)."""
+
+    run_id: str
+
+
+class RunListQuery(Input):
+    """GET /runs query string (parsed from strings by the route, then validated here)."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+    starting_after: str | None = None
+    ending_before: str | None = None
+    state: list[RunState] | None = None
+    op_definition: str | None = None
+    image: str | None = None
+    topic: str | None = None
+    worker_id: str | None = None
+    created_gte: float | None = None
+    created_gt: float | None = None
+    created_lte: float | None = None
+    created_lt: float | None = None
+
+    def to_params(self) -> dict[str, str | int | float]:
+        """The query string the server reads back into this model (``created_gte`` -> ``created[gte]``)."""
+        params: dict[str, str | int | float] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if name == "state":
+                value = ",".join(state.value for state in value)
+            key = f"created[{name.removeprefix('created_')}]" if name.startswith("created_") else name
+            params[key] = value
+        return params

@@ -1,0 +1,141 @@
+"""Workers and scheduling: heartbeats, worker records and views, assignments, the leader lease."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from gyoza.schema._base import Input, Record, Tag
+from gyoza.schema.definitions import Constraints, OutputSpec
+from gyoza.schema.enums import RunState
+
+
+class WorkerStatus(StrEnum):
+    ONLINE = "ONLINE"
+    DRAINING = "DRAINING"
+    OFFLINE = "OFFLINE"
+
+
+class GpuInfo(Input):
+    index: Annotated[int, Field(ge=0, le=1023)]
+    uuid: Annotated[str, Field(max_length=128)] = ""
+    name: Annotated[str, Field(max_length=128)] = ""
+    vram_mb: Annotated[int, Field(ge=0, le=1 << 30)]
+
+
+class WorkerResources(Input):
+    cpu: Annotated[float, Field(ge=0, le=100_000)]
+    ram_mb: Annotated[int, Field(ge=0, le=1 << 40)]
+    gpus: Annotated[list[GpuInfo], Field(max_length=256)] = Field(default_factory=list)
+
+
+class HeldAttempt(Input):
+    run_id: str
+    attempt: Annotated[int, Field(ge=1)]
+
+
+class HeartbeatIn(Input):
+    """POST /workers/{id}/heartbeat and NATS ``gyoza.workers.<id>.heartbeat``."""
+
+    resources: WorkerResources
+    tags: Annotated[list[Tag], Field(max_length=64)] = Field(default_factory=list)
+    running: Annotated[list[HeldAttempt], Field(max_length=10_000)] = Field(default_factory=list)
+    version: Annotated[str, Field(max_length=64)] = ""
+
+
+class WorkerCommand(Record):
+    type: Literal["cancel"]
+    run_id: str
+    attempt: int
+
+
+class HeartbeatReply(Record):
+    commands: list[WorkerCommand] = Field(default_factory=list)
+    heartbeat_interval_s: float
+
+
+class WorkerRecord(Record):
+    """KV ``gyoza_workers/<worker_id>``, written only by the scheduler leader."""
+
+    id: str
+    status: WorkerStatus
+    resources: WorkerResources
+    tags: list[str] = Field(default_factory=list)
+    version: str = ""
+    registered_at: datetime
+    last_heartbeat: datetime
+    draining: bool = False
+
+
+class GpuView(Record):
+    index: int
+    uuid: str
+    name: str
+    vram_mb: int
+    reserved_vram_mb: int
+    free_vram_mb: int
+
+
+class ResourceAmounts(Record):
+    cpu: float
+    ram_mb: int
+    vram_mb: int
+
+
+class WorkerRunRef(Record):
+    run_id: str
+    attempt: int
+    state: RunState
+
+
+class WorkerView(Record):
+    """GET /workers/{id}."""
+
+    id: str
+    object: Literal["worker"] = "worker"
+    status: WorkerStatus
+    tags: list[str]
+    version: str
+    totals: ResourceAmounts
+    reserved: ResourceAmounts
+    free: ResourceAmounts
+    gpus: list[GpuView]
+    running: list[WorkerRunRef]
+    registered_at: datetime
+    last_heartbeat: datetime
+
+
+class WorkerList(Record):
+    data: list[WorkerView]
+
+
+class Assignment(Record):
+    """What a worker needs to run an attempt: served by claim and published on ``gyoza.workers.<id>.assignments``."""
+
+    type: Literal["assign"] = "assign"
+    run_id: str
+    attempt: int
+    image: str
+    command: list[str] | None
+    inputs: dict[str, Any]
+    env: dict[str, str]
+    constraints: Constraints
+    gpu_ids: list[int]
+    timeout_seconds: float | None
+    op_definition: str | None
+    definition_version: str | None
+    output_specs: dict[str, OutputSpec] | None
+
+
+class AssignmentList(Record):
+    data: list[Assignment]
+
+
+class LeaderLease(Record):
+    """KV ``gyoza_leases/scheduler``: which server replica runs the scheduler, until when."""
+
+    holder: str
+    expires_at: datetime
