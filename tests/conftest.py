@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from gyoza.bus.embedded import EmbeddedNats
 from tests.processes import API_KEY, GyozaServer
 
-pytest_plugins = ["tests.fleet_fixtures"]
+pytest_plugins = ["tests.fleet_fixtures", "tests.api_checks"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,71 @@
+"""Checks shared by the refused-request tests: the uniform error body, and that a refusal left no trace in KV."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from tests.test_api_runs import run_keys
+
+# Streams only requests append to: any new message there is a trace. (last_seq, not messages: a scheduler consuming
+# the GYOZA_RUN_REQUESTS work queue removes messages.)
+APPEND_ONLY_STREAMS = ("KV_gyoza_definitions", "KV_gyoza_idempotency", "GYOZA_RUN_REQUESTS")
+
+
+def error_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The error object of a refused response, after checking the status and the uniform shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+def fields(error: dict[str, Any]) -> set[str]:
+    return {d["field"] for d in error["details"]}
+
+
+async def run_snapshot(js: JetStreamContext, run_id: str) -> dict[str, Any]:
+    """The stored run record, minus why a PENDING attempt waits (a scheduler may refresh that at any time)."""
+    entry = await (await js.key_value("gyoza_runs")).get(run_id)
+    record: dict[str, Any] = json.loads(entry.value or b"{}")
+    for attempt in record["attempts"]:
+        if attempt["state"] == "PENDING":
+            attempt["state_reason"] = None
+    return record
+
+
+NoTrace = Callable[..., AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture
+def nothing_written(js: JetStreamContext, nc: Client) -> NoTrace:
+    """``async with nothing_written(*run_ids):`` fails when the block leaves a trace in JetStream."""
+    return functools.partial(_nothing_written, js, nc)
+
+
+@asynccontextmanager
+async def _nothing_written(js: JetStreamContext, nc: Client, *run_ids: str) -> AsyncIterator[None]:
+    """Asserts that the block stores nothing: no definition, idempotency key, run request or new run, and no change
+    to the given runs."""
+
+    async def snapshot() -> dict[str, Any]:
+        state = {s: (await js.stream_info(s)).state.last_seq for s in APPEND_ONLY_STREAMS}
+        state["runs"] = await run_keys(nc)
+        state.update({run_id: await run_snapshot(js, run_id) for run_id in run_ids})
+        return state
+
+    before = await snapshot()
+    yield
+    assert await snapshot() == before
