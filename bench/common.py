@@ -27,7 +27,12 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 import gyoza
+from gyoza.bus.connection import Bus, open_bus
 from gyoza.bus.embedded import EmbeddedNats, nats_server_binary
+from gyoza.schema import AdHocRunIn
+from gyoza.services.definitions import DefinitionService
+from gyoza.services.runs import RunService
+from gyoza.settings import Settings
 
 # The launcher and the key are the test suite's: one way to start a server, for a measurement or a test.
 from tests.processes import API_KEY as API_KEY
@@ -206,3 +211,28 @@ def latency_summary(samples: list[float]) -> dict[str, Any]:
         "p99_ms": ms(percentile(samples, 99)),
         "max_ms": ms(max(samples)) if samples else float("nan"),
     }
+
+
+# The run most benchmarks submit: a trivial ad hoc run that fits many times on a simulated worker.
+RUN_CPU, RUN_RAM_MB = 1.0, 256
+RUN_BODY = {"image": "bench/noop:1", "constraints": {"cpu": RUN_CPU, "ram_mb": RUN_RAM_MB}}
+
+
+@contextlib.asynccontextmanager
+async def service_bus(nats_url: str, work_dir: Path) -> AsyncIterator[tuple[Bus, RunService]]:
+    """The services layer in this process (for creating many runs faster than over HTTP)."""
+    bus = await open_bus(Settings(nats_url=nats_url, data_dir=work_dir / "bench-client"))
+    try:
+        yield bus, RunService(bus, DefinitionService(bus))
+    finally:
+        await bus.close()
+
+
+async def create_runs(runs: RunService, count: int, concurrency: int) -> tuple[float, list[str]]:
+    """Create ``count`` runs through ``RunService.create_adhoc``; returns (runs/s, ids; the last one is newest)."""
+    body = AdHocRunIn.model_validate(RUN_BODY)
+    started = time.perf_counter()
+    created = await bounded_gather(count - 1, concurrency, lambda _: runs.create_adhoc(body, None))
+    last, _ = await runs.create_adhoc(body, None)  # strictly after the others: newest in GET /runs
+    ids = [record.id for record, _ in created] + [last.id]
+    return count / (time.perf_counter() - started), ids

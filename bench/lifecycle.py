@@ -24,10 +24,9 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from bench.common import API_KEY, CpuMeter, Outcome, bare_nats, latency_summary, stack
+from bench.common import API_KEY, RUN_BODY, CpuMeter, Outcome, bare_nats, latency_summary, service_bus, stack
 from bench.profiling import Profiler
 from bench.rawhttp import Pool, build_request
-from bench.scheduling import RUN_BODY, service_bus
 from bench.sim import SimFleet
 from gyoza.bus import names
 from gyoza.schema import AdHocRunIn, WorkerEventIn

@@ -14,40 +14,36 @@ Phases, each on a fresh NATS + Gyoza server so none inherits another's records:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
-import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    RUN_BODY,
+    RUN_CPU,
+    RUN_RAM_MB,
     CpuMeter,
     Outcome,
     Stack,
     bare_nats,
     bounded_gather,
+    create_runs,
     latency_summary,
     ms,
     percentile,
+    service_bus,
     stack,
     until,
 )
+from bench.heartbeats import phase_heartbeats
 from bench.profiling import Profiler
 from bench.sim import AssignmentWatch, SimFleet
 from gyoza.bus import names
-from gyoza.bus.connection import Bus, open_bus
 from gyoza.schema import AdHocRunIn
-from gyoza.services.definitions import DefinitionService
-from gyoza.services.runs import RunService
-from gyoza.settings import Settings
 
-IMAGE = "bench/noop:1"
-RUN_CPU, RUN_RAM_MB = 1.0, 256
-RUN_BODY = {"image": IMAGE, "constraints": {"cpu": RUN_CPU, "ram_mb": RUN_RAM_MB}}
 DEFAULT_HEARTBEAT_S = 2.0  # the server's default heartbeat interval, which the simulated workers follow
 
 
@@ -88,26 +84,6 @@ GOALS = {
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def service_bus(nats_url: str, work_dir: Path) -> AsyncIterator[tuple[Bus, RunService]]:
-    """The services layer in this process (for creating many runs faster than over HTTP)."""
-    bus = await open_bus(Settings(nats_url=nats_url, data_dir=work_dir / "bench-client"))
-    try:
-        yield bus, RunService(bus, DefinitionService(bus))
-    finally:
-        await bus.close()
-
-
-async def create_runs(runs: RunService, count: int, concurrency: int) -> tuple[float, list[str]]:
-    """Create ``count`` runs through ``RunService.create_adhoc``; returns (runs/s, ids; the last one is newest)."""
-    body = AdHocRunIn.model_validate(RUN_BODY)
-    started = time.perf_counter()
-    created = await bounded_gather(count - 1, concurrency, lambda _: runs.create_adhoc(body, None))
-    last, _ = await runs.create_adhoc(body, None)  # strictly after the others: newest in GET /runs
-    ids = [record.id for record, _ in created] + [last.id]
-    return count / (time.perf_counter() - started), ids
 
 
 async def server_caught_up(s: Stack, last_run_id: str) -> bool:
@@ -282,59 +258,6 @@ async def phase_latency(cfg: Config) -> dict[str, Any]:
     }
 
 
-# --- phase: heartbeats --------------------------------------------------------------------------------------------
-
-
-async def phase_heartbeats(cfg: Config) -> dict[str, Any]:
-    interval = 1 / cfg.heartbeat_hz
-    env = {"GYOZA_HEARTBEAT_INTERVAL": str(interval)}
-    async with stack(server_env=env) as s:
-        created = await bounded_gather(200, 16, lambda _: s.http.post("/runs", json=RUN_BODY))
-        run_ids = [r.json()["id"] for r in created]
-
-        async def get_latencies(seconds: float) -> list[float]:
-            samples: list[float] = []
-            deadline = time.perf_counter() + seconds
-
-            async def lane() -> None:
-                while time.perf_counter() < deadline:
-                    started = time.perf_counter()
-                    response = await s.http.get(f"/runs/{random.choice(run_ids)}")
-                    samples.append(time.perf_counter() - started)
-                    response.raise_for_status()
-
-            await asyncio.gather(*(lane() for _ in range(cfg.get_concurrency)))
-            return samples
-
-        baseline = await get_latencies(3.0)
-        fleet = SimFleet(s.nc, cfg.heartbeat_workers, cpu=64, ram_mb=262_144, prefix="hb")
-        await fleet.join()
-        fleet.start_beating(interval)
-        await asyncio.sleep(cfg.heartbeat_warmup_s)  # let the first round of worker-record writes settle
-        fleet.recording = True
-        failures_before = fleet.failures
-        loaded = await get_latencies(cfg.heartbeat_measure_s)
-        fleet.recording = False
-        heartbeats = list(fleet.latencies)
-        failures = fleet.failures - failures_before
-        await fleet.stop()
-        workers = (await s.http.get("/workers")).json()["data"]
-    return {
-        "workers": cfg.heartbeat_workers,
-        "heartbeat_hz_per_worker": cfg.heartbeat_hz,
-        "server_heartbeat_interval_s": interval,
-        "measure_s": cfg.heartbeat_measure_s,
-        "get_concurrency": cfg.get_concurrency,
-        "get_run_idle": latency_summary(baseline),
-        "get_run_under_heartbeats": latency_summary(loaded),
-        "get_per_s_under_heartbeats": round(len(loaded) / cfg.heartbeat_measure_s),
-        "heartbeat_reply": latency_summary(heartbeats),
-        "heartbeats_per_s": round(len(heartbeats) / cfg.heartbeat_measure_s),
-        "heartbeat_failures": failures,
-        "workers_online_at_end": sum(1 for w in workers if w["status"] == "ONLINE"),
-    }
-
-
 # --- the benchmark ------------------------------------------------------------------------------------------------
 
 
@@ -407,7 +330,9 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
 
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    heartbeats = await phase_heartbeats(cfg)
+    heartbeats = await phase_heartbeats(
+        cfg.heartbeat_workers, cfg.heartbeat_hz, cfg.heartbeat_warmup_s, cfg.heartbeat_measure_s, cfg.get_concurrency
+    )
     heartbeats["loadavg_1m_before"] = round(load, 2)
     phase_s["heartbeats"] = time.perf_counter() - started
     out.results["heartbeats"] = heartbeats

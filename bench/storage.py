@@ -27,8 +27,16 @@ from typing import Any
 import httpx
 from nats.js.kv import KeyValue
 
-from bench.common import API_KEY, GyozaServer, Outcome, bare_nats, bounded_gather, latency_summary, start_server
-from bench.scheduling import service_bus
+from bench.common import (
+    API_KEY,
+    GyozaServer,
+    Outcome,
+    bare_nats,
+    bounded_gather,
+    latency_summary,
+    service_bus,
+    start_server,
+)
 from gyoza.bus import names
 from gyoza.bus.records import INITIAL_VALUES_DONE, watch_bucket
 from gyoza.core import statemachine as sm
