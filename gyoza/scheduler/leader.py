@@ -3,6 +3,10 @@
 While leader it consumes ``gyoza.runs.requested`` (durable consumer ``scheduler``) and answers heartbeats on
 ``gyoza.workers.<id>.heartbeat``; a placement loop puts the best pending runs on the workers they fit (SPEC §5.2-5.3),
 a liveness loop evicts silent workers, and a reasons loop keeps every waiting run's ``state_reason`` honest.
+
+It acts (places, evicts, answers heartbeats, writes) only while ``is_leader``: it leads and renewed its lease recently
+enough (``Lease.fresh``), checked before every such write. A lease that is lost, cannot be renewed in time, or whose
+task fails in any way ends the leadership at once. Every loop runs supervised: restarted, logged and counted.
 """
 
 from __future__ import annotations
@@ -12,51 +16,78 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
 from gyoza.bus import messaging, names
 from gyoza.bus.connection import Bus
-from gyoza.core.placement import Demand, best_worker, pending_reason
+from gyoza.core.placement import Capacity, Demand, best_worker, pending_reason
 from gyoza.core.views import assignment, run_view
-from gyoza.errors import GyozaError, InvalidRequest, RunNotFound
+from gyoza.errors import GyozaError, InvalidRequest, RunNotFound, Unavailable
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
 from gyoza.scheduler.liveness import Liveness
 from gyoza.scheduler.queue import QueuedRun
 from gyoza.scheduler.state import ClusterState
-from gyoza.schema import HeartbeatIn, RunRecord, RunRequested, RunState, WorkerCommand, validation_problems
+from gyoza.schema import (
+    HeartbeatIn,
+    HeartbeatReply,
+    RunRecord,
+    RunRequested,
+    RunState,
+    WorkerCommand,
+    validation_problems,
+)
+from gyoza.services.fleet import HeartbeatBodies
 from gyoza.services.runs import RunService
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
+from gyoza.supervision import Background, TaskFailures, supervised
 
 log = logging.getLogger(__name__)
 
 MAX_WRITES_IN_FLIGHT = 128
-LIVENESS_CHECK_S = 0.2
 REASONS_EVERY_S = 1.0
 REASON_WRITES_PER_LANE = 200
+# After an assignment write NATS could not take, placement tries again this much later rather than at once.
+RETRY_UNAVAILABLE_S = 0.5
+LEASE_TASK = "scheduler-lease"
+
+Placement = tuple[QueuedRun, str, list[int]]
 
 
 class Scheduler:
-    def __init__(self, bus: Bus, runs: RunService, workers: WorkerService, settings: Settings, node_id: str) -> None:
+    def __init__(
+        self, bus: Bus, runs: RunService, workers: WorkerService, settings: Settings, node_id: str,
+        failures: TaskFailures,
+    ) -> None:  # fmt: skip
         self.bus = bus
         self.runs = runs
+        self.failures = failures
         self.state = ClusterState()
         self.lease = Lease(bus, node_id, settings.lease_ttl)
         self.lease_ttl = settings.lease_ttl
+        self.heartbeat_interval = settings.heartbeat_interval
         self.liveness = Liveness(
-            self.state, runs, workers, settings.heartbeat_interval, settings.worker_timeout, self.wake
-        )
-        self.is_leader = False
+            self.state, runs, workers, settings.heartbeat_interval, settings.worker_timeout, self.wake,
+            lambda: self.is_leader, failures,
+        )  # fmt: skip
+        self.heartbeat_bodies = HeartbeatBodies()
+        self._idle_reply = HeartbeatReply(heartbeat_interval_s=self.heartbeat_interval).model_dump_json().encode()
+        self._leading = False
+        self._lease_trouble = False  # a lease check failed and was logged; the next failures are not
         self._wake = asyncio.Event()
         self._writes = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
         self._blocked: set[Demand] = set()
         self._lease_task: asyncio.Task[None] | None = None
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._subscriptions: list[messaging.Stoppable] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._assignments = Background("scheduler-assign", failures)
+
+    @property
+    def is_leader(self) -> bool:
+        """Acting as the scheduler right now: leading, with the lease renewed within its acting time (no I/O)."""
+        return self._leading and self.lease.fresh()
 
     # --- every replica -----------------------------------------------------------------------------------------
 
@@ -65,7 +96,10 @@ class Scheduler:
         cancelled = self.state.apply(record, revision)
         if self.is_leader:
             if cancelled is not None:
-                await self._send_cancel(cancelled)
+                try:
+                    await self._send_cancel(cancelled)
+                except GyozaError as exc:  # the worker's next heartbeat reply carries the cancel anyway
+                    log.info("cancel of %s not sent: %s", cancelled.run_id, exc.message)
             self.wake()
 
     def wake(self) -> None:
@@ -74,89 +108,146 @@ class Scheduler:
     async def start(self) -> None:
         """Try for the lease once right away (a lone server is leader before it answers), then keep at it."""
         try:
-            if await self.lease.acquire():
-                await self._lead()
-        except GyozaError as exc:
-            log.warning("scheduler lease check failed: %s", exc.message)
-        self._lease_task = asyncio.create_task(self._hold_lease(), name="scheduler-lease")
+            await self._try_to_lead()
+        except Exception:
+            await self._step_down()
+            self.failures.record(LEASE_TASK)
+            log.exception("scheduler lease check failed")
+        self._lease_task = asyncio.create_task(
+            supervised(LEASE_TASK, self._hold_lease, self.failures), name="scheduler-lease"
+        )
 
     async def stop(self) -> None:
         if self._lease_task is not None:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lease_task
-        if self.is_leader:
+        if self._leading:
             await self._step_down()
             await self.lease.release()
+        await self._assignments.cancel()
+        await self.liveness.stop()
+
+    # --- the lease ---------------------------------------------------------------------------------------------
 
     async def _hold_lease(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / (3 if self.is_leader else 5))
-            try:
-                if self.is_leader and not await self.lease.renew():
-                    log.warning("scheduler lease lost; standing by")
-                    await self._step_down()
-                elif not self.is_leader and await self.lease.acquire():
-                    await self._lead()
-            except GyozaError as exc:
-                log.warning("scheduler lease check failed: %s", exc.message)
+        """Renew while leading, else try to take the lease. Any failure here ends the leadership at once; the
+        supervisor restarts this loop (as a standby)."""
+        try:
+            while True:
+                await asyncio.sleep(self._lease_pause())
+                if self._leading:
+                    await self._renew()
+                else:
+                    await self._try_to_lead()
+        except Exception:
+            await self._step_down()
+            raise
+
+    def _lease_pause(self) -> float:
+        if not self._leading:
+            return self.lease_ttl / 5
+        # Renew early; after a failed renewal, retry soon, for as long as the lease is still fresh.
+        return min(self.lease_ttl / (10 if self._lease_trouble else 3), self.lease.remaining())
+
+    async def _renew(self) -> None:
+        try:
+            async with asyncio.timeout(self.lease.remaining()):  # no use waiting once the lease is stale
+                kept = await self.lease.renew()
+        except (GyozaError, TimeoutError) as exc:
+            self._note_lease_trouble(f"scheduler lease renewal failed: {_describe(exc)}")
+            kept = True  # still ours as far as anyone knows: act on while it is fresh
+        else:
+            self._lease_trouble = False
+        if not kept:
+            log.warning("scheduler lease taken by another server; standing by")
+            await self._step_down()
+        elif not self.lease.fresh():
+            log.warning("scheduler lease not renewed within %.1f s; standing by", self.lease.acting_s)
+            await self._step_down()
+
+    async def _try_to_lead(self) -> None:
+        try:
+            if await self.lease.acquire():
+                await self._lead()
+            self._lease_trouble = False
+        except GyozaError as exc:
+            self._note_lease_trouble(f"scheduler lease check failed: {exc.message}")
+            await self._step_down()
+
+    def _note_lease_trouble(self, message: str) -> None:
+        if not self._lease_trouble:
+            log.warning("%s", message)
+        self._lease_trouble = True
 
     # --- leader only -------------------------------------------------------------------------------------------
 
     async def _lead(self) -> None:
         log.info("this server is now the scheduler leader")
-        self.is_leader = True
+        self._leading = True
         await self.liveness.take_over()
-        self._subscriptions = [
-            await messaging.serve(self.bus, names.heartbeat_subject("*"), self._on_heartbeat),
-            await messaging.serve(self.bus, names.WORKER_CHANGED_SUBJECT, self._on_worker_changed),
+        # One at a time, each kept as soon as it runs: a step-down after a failure half-way stops those started.
+        self._subscriptions.append(await messaging.serve(self.bus, names.heartbeat_subject("*"), self._on_heartbeat))
+        self._subscriptions.append(
+            await messaging.serve(self.bus, names.WORKER_CHANGED_SUBJECT, self._on_worker_changed)
+        )
+        self._subscriptions.append(
             await messaging.consume(
                 self.bus, names.RUN_REQUESTS_STREAM, names.SCHEDULER_CONSUMER, self._on_run_requested
-            ),
-        ]
+            )
+        )
         self._leader_tasks = [
-            asyncio.create_task(self._every(0, self._place_when_woken), name="scheduler-placement"),
-            asyncio.create_task(self._every(LIVENESS_CHECK_S, self.liveness.check), name="scheduler-liveness"),
-            asyncio.create_task(self._every(REASONS_EVERY_S, self._refresh_reasons), name="scheduler-reasons"),
+            asyncio.create_task(supervised(name, loop, self.failures), name=name)
+            for name, loop in (
+                ("scheduler-placement", self._place_forever),
+                ("scheduler-liveness", self.liveness.watch),
+                ("scheduler-reasons", self._refresh_reasons_forever),
+            )
         ]
         self.wake()
 
     async def _step_down(self) -> None:
-        self.is_leader = False
-        for subscription in self._subscriptions:
-            await subscription.stop()
-        for task in self._leader_tasks:
-            task.cancel()
-        for task in self._leader_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop acting at once, then stop listening and end the leader's loops."""
+        self._leading = False
+        self.lease.forget()
+        subscriptions, tasks = self._subscriptions, self._leader_tasks
         self._subscriptions, self._leader_tasks = [], []
+        for subscription in subscriptions:
+            await subscription.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    @staticmethod
-    async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await work()
-            except GyozaError as exc:
-                log.warning("scheduler step failed: %s", exc.message)
-            except Exception:
-                log.exception("scheduler step failed")
-            if seconds:
-                await asyncio.sleep(seconds)
+    async def heartbeat(self, worker_id: str, body: HeartbeatIn, arrived: float) -> bytes:
+        """Answer a worker's heartbeat (from NATS, or this server's own REST route) with the reply's JSON.
+
+        ``arrived`` is the monotonic time the heartbeat reached this process: liveness counts from it.
+        """
+        if not self.is_leader:
+            raise Unavailable("this server is not the scheduler leader right now; retry shortly")
+        commands = await self.liveness.heartbeat(worker_id, body, arrived)
+        if not commands:
+            return self._idle_reply
+        reply = HeartbeatReply(commands=commands, heartbeat_interval_s=self.heartbeat_interval)
+        return reply.model_dump_json().encode()
 
     async def _on_heartbeat(self, subject: str, data: bytes) -> bytes:
         """``gyoza.workers.<id>.heartbeat``: the same body as POST /workers/{id}/heartbeat, the id from the subject.
 
-        A NATS worker gets the API's error body for a bad heartbeat, as a REST worker gets a 400.
+        A NATS worker gets the API's error body for a bad heartbeat, as a REST worker gets a 400, and an
+        UNAVAILABLE one when this server stopped acting as leader before it could answer.
         """
+        arrived = time.monotonic()
         worker_id = subject.split(".")[2]
         try:
-            body = HeartbeatIn.model_validate_json(data)
+            body = self.heartbeat_bodies.parse(worker_id, data)
         except ValidationError as exc:
-            error = InvalidRequest("invalid heartbeat", details=validation_problems(exc))
+            error: GyozaError = InvalidRequest("invalid heartbeat", details=validation_problems(exc))
             return json.dumps(error.to_body()).encode()
-        reply = await self.liveness.heartbeat(worker_id, body)
-        return reply.model_dump_json().encode()
+        try:
+            return await self.heartbeat(worker_id, body, arrived)
+        except GyozaError as exc:
+            return json.dumps(exc.to_body()).encode()
 
     async def _on_worker_changed(self, subject: str, data: bytes) -> bytes:
         await self.liveness.reload(data.decode())
@@ -176,6 +267,10 @@ class Scheduler:
 
     # --- placement ---------------------------------------------------------------------------------------------
 
+    async def _place_forever(self) -> None:
+        while True:
+            await self._place_when_woken()
+
     async def _place_when_woken(self) -> None:
         next_due = self.state.promote_due(time.time())
         timeout = None if next_due is None else max(next_due - time.time(), 0.0)
@@ -192,13 +287,25 @@ class Scheduler:
         # after workers joined) must not have the reasons loop keep writing stale "why waiting" onto runs being placed.
         self._blocked = blocked
         workers = self.state.ledger.workers
+        while self.is_leader:
+            # A write slot first, then choose and reserve without awaiting: a cancelled pass never leaves a run
+            # taken out of the queue without its assignment task.
+            await self._writes.acquire()
+            placement = self._next_placement(blocked, workers)
+            if placement is None:
+                self._writes.release()
+                break
+            self._assignments.spawn(self._assign(*placement))
+
+    def _next_placement(self, blocked: set[Demand], workers: dict[str, Capacity]) -> Placement | None:
+        """Take the best pending run that fits a worker out of the queue and reserve it there."""
         while True:
             best: QueuedRun | None = None
             for lane, run in self.state.queue.heads():
                 if lane.demand not in blocked and (best is None or run.key < best.key):
                     best = run
             if best is None:
-                break
+                return None
             target = best_worker(best.demand, workers.values())
             if target is None:
                 blocked.add(best.demand)
@@ -209,40 +316,61 @@ class Scheduler:
                 Held(best.run_id, best.attempt, worker.worker_id, best.demand, gpu_ids, RunState.ASSIGNED)
             )
             self.state.in_flight.add(best.run_id)
-            await self._writes.acquire()
-            self._spawn(self._assign(best, worker.worker_id, gpu_ids))
+            return best, worker.worker_id, gpu_ids
 
     async def _assign(self, run: QueuedRun, worker_id: str, gpu_ids: list[int]) -> None:
         try:
+            if not self.is_leader:
+                raise Unavailable("not acting as scheduler leader any more")
             record, revision = await self.runs.assign(run.run_id, run.attempt, worker_id, gpu_ids)
-        except GyozaError as exc:
-            # Cancelled, retried or reprioritised meanwhile (or NATS hiccup): drop our guess, reload the truth.
-            log.info("assignment of %s skipped: %s", run.run_id, exc.message)
-            self.state.in_flight.discard(run.run_id)
-            self.state.ledger.release(run.run_id)
-            self.state.revisions.pop(run.run_id, None)
-            with contextlib.suppress(GyozaError):
-                self.state.apply(*await self.runs.get_with_revision(run.run_id))
-            self.wake()
+        except Exception as exc:
+            await self._assignment_failed(run, exc)
             return
         finally:
             self._writes.release()
         self.state.in_flight.discard(run.run_id)
         self.state.apply(record, revision)
-        await messaging.publish(
-            self.bus, names.assignments_subject(worker_id), assignment(run_view(record)).model_dump_json().encode()
-        )
+        view = assignment(run_view(record)).model_dump_json().encode()
+        try:
+            await messaging.publish(self.bus, names.assignments_subject(worker_id), view)
+        except GyozaError as exc:  # a REST worker claims it from the index; the assignment stands
+            log.info("assignment message for %s not sent: %s", run.run_id, exc.message)
+
+    async def _assignment_failed(self, run: QueuedRun, exc: Exception) -> None:
+        """Cancelled, retried or reprioritised meanwhile, NATS away, or no longer leader: drop our guess, put the
+        run back in the queue and reload the truth. An unexpected error is re-raised (logged and counted)."""
+        self.state.in_flight.discard(run.run_id)
+        self.state.ledger.release(run.run_id)
+        self.state.revisions.pop(run.run_id, None)
+        if run.run_id not in self.state.queue:
+            self.state.queue.push(run)
+        try:
+            record, revision = await self.runs.get_with_revision(run.run_id)
+        except RunNotFound:
+            self.state.queue.remove(run.run_id)
+        except GyozaError:
+            pass  # it waits in the queue again: the next assignment re-checks it by compare-and-set
+        else:
+            self.state.apply(record, revision)
+        if not isinstance(exc, GyozaError):
+            self.wake()
+            raise exc
+        log.info("assignment of %s skipped: %s", run.run_id, exc.message)
+        if isinstance(exc, Unavailable):
+            asyncio.get_running_loop().call_later(RETRY_UNAVAILABLE_S, self.wake)
+        else:
+            self.wake()
 
     async def _send_cancel(self, held: Held) -> None:
         command = WorkerCommand(type="cancel", run_id=held.run_id, attempt=held.attempt)
         await messaging.publish(self.bus, names.assignments_subject(held.worker_id), command.model_dump_json().encode())
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     # --- pending reasons ---------------------------------------------------------------------------------------
+
+    async def _refresh_reasons_forever(self) -> None:
+        while True:
+            await self._refresh_reasons()
+            await asyncio.sleep(REASONS_EVERY_S)
 
     async def _refresh_reasons(self) -> None:
         """Write why blocked runs wait (only where it changed, a bounded number per lane and round)."""
@@ -251,10 +379,14 @@ class Scheduler:
             reason = pending_reason(demand, workers)
             written = 0
             for run in list(self.state.queue.in_lane(demand)):
-                if written >= REASON_WRITES_PER_LANE:
+                if written >= REASON_WRITES_PER_LANE or not self.is_leader:
                     break
                 if run.reason_code == reason.code:
                     continue  # the message is a snapshot ("the most free seen"); rewrite only when the code changes
                 run.reason_code, run.reason_message = reason.code, reason.message
                 await self.runs.set_pending_reason(run.run_id, run.attempt, reason)
                 written += 1
+
+
+def _describe(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, GyozaError) else f"no answer within the lease's acting time ({exc!r})"

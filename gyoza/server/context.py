@@ -21,6 +21,7 @@ from gyoza.services.runs import RunService
 from gyoza.services.topics import TopicFeed
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
+from gyoza.supervision import TaskFailures
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ServerContext:
     feed: RunFeed
     follower: BucketFollower
     scheduler: Scheduler
+    failures: TaskFailures
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -61,11 +63,12 @@ async def build_context(settings: Settings) -> ServerContext:
         runs = RunService(bus, definitions, observer=listener)
         workers = WorkerService(bus)
         topics = TopicFeed(bus, runs)
-        scheduler = Scheduler(bus, runs, workers, settings, node_id(settings))
-        feed = RunFeed(bus)
+        failures = TaskFailures()
+        scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures)
+        feed = RunFeed(bus, failures)
         for subscriber in (listener, topics, scheduler):
             feed.subscribe(subscriber)
-        follower = BucketFollower(bus, index)
+        follower = BucketFollower(bus, index, failures)
         await follower.start()
         await feed.start()
         await scheduler.start()
@@ -74,7 +77,7 @@ async def build_context(settings: Settings) -> ServerContext:
         raise
     return ServerContext(
         settings, bus, index, listener, definitions, runs, topics, FleetService(bus, workers), feed, follower,
-        scheduler,
+        scheduler, failures,
     )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """GET /metrics: Prometheus text format. One registry per app (nothing global, nothing at import time).
 
-Request counts and latencies are recorded per route template; run and worker gauges are read from the local index
-and the scheduler when scraped, so they cost nothing between scrapes.
+Request counts and latencies are recorded per route template; run and worker gauges, and the failures of background
+tasks, are read from the local index, the scheduler and the task supervisor when scraped, so they cost nothing
+between scrapes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app, g, request
 
@@ -23,7 +24,7 @@ class ClusterCollector(Collector):
     def __init__(self, app: Quart) -> None:
         self.app = app
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         context = self.app.extensions.get("gyoza")
         if context is None:
             return
@@ -36,10 +37,17 @@ class ClusterCollector(Collector):
             workers.add_metric([status], count)
         yield workers
         scheduler = context.scheduler
-        yield GaugeMetricFamily("gyoza_scheduler_leader", "1 when this server runs the scheduler",
+        yield GaugeMetricFamily("gyoza_scheduler_leader",
+                                "1 while this server acts as the scheduler (its lease renewed within the TTL)",
                                 value=1 if scheduler.is_leader else 0)  # fmt: skip
         yield GaugeMetricFamily("gyoza_scheduler_pending", "Runs in this scheduler's pending queue",
                                 value=len(scheduler.state.queue))  # fmt: skip
+        failures = CounterMetricFamily(
+            "gyoza_background_task_failures", "Failures of background tasks (each restarted), by task", labels=["task"]
+        )
+        for task, count in sorted(context.failures.counts.items()):
+            failures.add_metric([task], count)
+        yield failures
 
 
 def install_metrics(app: Quart) -> None:

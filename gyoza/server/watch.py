@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from gyoza.bus.connection import Bus
 from gyoza.bus.records import INITIAL_VALUES_DONE, KeyChange, watch_bucket
 from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord, WorkerRecord
 from gyoza.server.index import QueryIndex
+from gyoza.supervision import TaskFailures, supervised
 
 
 class IndexedRuns:
@@ -44,20 +46,41 @@ class IndexedRuns:
 
 
 class BucketFollower:
-    """Follow the definitions and workers buckets into the index."""
+    """Follow the definitions and workers buckets into the index. A watch that fails after its first replay is
+    restarted (supervised): it replays every key again, which the index applies idempotently."""
 
-    def __init__(self, bus: Bus, index: QueryIndex) -> None:
+    def __init__(self, bus: Bus, index: QueryIndex, failures: TaskFailures) -> None:
         self.bus = bus
         self.index = index
+        self.failures = failures
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        ready = [asyncio.Event(), asyncio.Event()]
+        follows = (
+            ("definitions-watch", self.bus.definitions, self._apply_definition),
+            ("workers-watch", self.bus.workers, self._apply_worker),
+        )
+        ready = [asyncio.Event() for _ in follows]
         self.tasks = [
-            asyncio.create_task(self._follow(self.bus.definitions, self._apply_definition, ready[0])),
-            asyncio.create_task(self._follow(self.bus.workers, self._apply_worker, ready[1])),
+            asyncio.create_task(
+                supervised(name, functools.partial(self._follow, bucket, apply, done), self.failures, started=done),
+                name=name,
+            )
+            for (name, bucket, apply), done in zip(follows, ready, strict=True)
         ]
-        await asyncio.gather(*(event.wait() for event in ready))
+        waits = [asyncio.create_task(event.wait()) for event in ready]
+        try:
+            while not all(event.is_set() for event in ready):
+                pending = {w for w in waits if not w.done()} | set(self.tasks)
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done & set(self.tasks):
+                    task.result()  # a watch failed before its replay finished: raise its error
+        except BaseException:
+            await self.stop()
+            raise
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def stop(self) -> None:
         for task in self.tasks:

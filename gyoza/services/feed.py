@@ -2,7 +2,7 @@
 
 At start the KV watch replays the latest version of every run, then ``ready`` is set and live changes follow. The
 query index, the topic feed and the scheduler's model are all listeners, so each process derives them from KV
-alone (SPEC §3, invariant 5).
+alone (SPEC §3, invariant 5). A listener that fails on one version is logged and the feed goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Protocol
 from gyoza.bus.connection import Bus
 from gyoza.bus.records import INITIAL_VALUES_DONE, watch_bucket
 from gyoza.schema import RunRecord
+from gyoza.supervision import TaskFailures, supervised
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,9 @@ class RunListener(Protocol):
 
 
 class RunFeed:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, failures: TaskFailures) -> None:
         self.bus = bus
+        self.failures = failures
         self.listeners: list[RunListener] = []
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -34,7 +36,11 @@ class RunFeed:
         self.listeners.append(listener)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="run-feed")
+        """Follow the bucket until the replay is in. A watch that fails later is restarted (supervised): it replays
+        the latest version of every run again, which every listener skips or applies idempotently."""
+        self._task = asyncio.create_task(
+            supervised("run-feed", self._follow, self.failures, started=self.ready), name="run-feed"
+        )
         ready = asyncio.create_task(self.ready.wait())
         done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:

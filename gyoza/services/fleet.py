@@ -8,15 +8,39 @@ whichever replica holds the leader lease (a worker may send that request directl
 from __future__ import annotations
 
 import contextlib
+import json
 
 from gyoza.bus import messaging, names
 from gyoza.bus.connection import Bus
 from gyoza.bus.records import RecordMissing
-from gyoza.errors import Unavailable, WorkerNotFound
-from gyoza.schema import HeartbeatIn, HeartbeatReply, WorkerRecord
+from gyoza.errors import Unavailable, WorkerNotFound, error_from_body
+from gyoza.schema import HeartbeatIn, WorkerRecord
 from gyoza.services.workers import WorkerService
 
 HEARTBEAT_REPLY_TIMEOUT_S = 5.0
+
+
+class HeartbeatBodies:
+    """The last heartbeat body of each worker, with its parsed form: a worker's heartbeat that is byte for byte the
+    one before (an idle or steady worker's usually is) is not validated again."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[bytes, HeartbeatIn]] = {}
+
+    def known(self, worker_id: str, raw: bytes) -> HeartbeatIn | None:
+        last = self._last.get(worker_id)
+        return last[1] if last is not None and last[0] == raw else None
+
+    def remember(self, worker_id: str, raw: bytes, body: HeartbeatIn) -> None:
+        self._last[worker_id] = (raw, body)
+
+    def parse(self, worker_id: str, raw: bytes) -> HeartbeatIn:
+        """The parsed body; ``pydantic.ValidationError`` when it is invalid."""
+        body = self.known(worker_id, raw)
+        if body is None:
+            body = HeartbeatIn.model_validate_json(raw)
+            self.remember(worker_id, raw, body)
+        return body
 
 
 class FleetService:
@@ -24,12 +48,14 @@ class FleetService:
         self.bus = bus
         self.workers = workers
 
-    async def heartbeat(self, worker_id: str, body: HeartbeatIn) -> HeartbeatReply:
-        payload = body.model_dump_json().encode()
+    async def heartbeat(self, worker_id: str, payload: bytes) -> bytes:
+        """Forward a valid heartbeat body to the leader; returns its reply's JSON, or raises the error it answered."""
         reply = await messaging.request(
             self.bus, names.heartbeat_subject(worker_id), payload, HEARTBEAT_REPLY_TIMEOUT_S
         )
-        return HeartbeatReply.model_validate_json(reply)
+        if reply.startswith(b'{"error"'):
+            raise error_from_body(Unavailable.status, json.loads(reply))
+        return reply
 
     async def drain(self, worker_id: str) -> WorkerRecord:
         """Stop new assignments to the worker (durable in KV first), then tell the leader."""

@@ -14,15 +14,25 @@ from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.schema import HeartbeatIn, WorkerRecord, WorkerStatus
 from gyoza.services.clock import utcnow
 
+# Records remembered (value and revision) by the store, so that the leader's next write of a worker it wrote last is
+# one compare-and-set instead of a read and a write.
+REMEMBERED_WORKERS = 20_000
+
 
 class WorkerService:
     def __init__(self, bus: Bus, clock: Callable[[], datetime] = utcnow) -> None:
-        self.store = RecordStore(bus.workers, WorkerRecord)
+        self.store = RecordStore(bus.workers, WorkerRecord, remember=REMEMBERED_WORKERS)
         self.clock = clock
 
     async def all(self) -> list[WorkerRecord]:
         """Every worker record (the fleet is small: hundreds, read once when a leader takes over)."""
         return [record async for record in self.store.values()]
+
+    async def get(self, worker_id: str) -> WorkerRecord | None:
+        try:
+            return (await self.store.get(worker_id))[0]
+        except RecordMissing:
+            return None
 
     async def record_heartbeat(self, worker_id: str, heartbeat: HeartbeatIn) -> WorkerRecord:
         """Register an unknown worker, refresh a known one, re-admit an offline one."""
