@@ -11,14 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 import nats.errors
-import nats.js.errors
 from nats.aio.msg import Msg
 
-from gyoza.bus.connection import Bus
+from gyoza.bus.connection import Bus, connect
 from gyoza.bus.records import translate_errors
-from gyoza.errors import Unavailable
+from gyoza.errors import GyozaError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +40,13 @@ class Stoppable:
 
 async def request(bus: Bus, subject: str, payload: bytes, wait_s: float) -> bytes:
     """Send a request and wait for the one reply; ``Unavailable`` when nobody answers (no leader yet)."""
-    try:
-        reply = await bus.nc.request(subject, payload, timeout=wait_s)
-    except nats.errors.NoRespondersError:
-        raise Unavailable("no scheduler is running right now; retry shortly") from None
-    except nats.errors.TimeoutError:
-        raise Unavailable("the scheduler did not answer in time; retry shortly") from None
+    with translate_errors():
+        try:
+            reply = await bus.nc.request(subject, payload, timeout=wait_s)
+        except nats.errors.NoRespondersError:
+            raise Unavailable("no scheduler is running right now; retry shortly") from None
+        except nats.errors.TimeoutError:
+            raise Unavailable("the scheduler did not answer in time; retry shortly") from None
     return bytes(reply.data)
 
 
@@ -69,11 +68,15 @@ async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
     async def handle(msg: Msg) -> None:
         try:
             reply = await handler(msg.subject, msg.data)
+        except GyozaError as exc:  # NATS away for a moment, say: the requester times out and retries
+            log.warning("handling %s failed: %s", msg.subject, exc.message)
+            return
         except Exception:
             log.exception("handling %s failed", msg.subject)
             return
         if msg.reply:
-            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            # Disconnected meanwhile: the requester times out and retries (a heartbeat comes again anyway).
+            with contextlib.suppress(Unavailable), translate_errors():
                 await msg.respond(reply)
 
     async def on_message(msg: Msg) -> None:
@@ -81,7 +84,8 @@ async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
         handling.add(task)
         task.add_done_callback(handling.discard)
 
-    subscription = await bus.nc.subscribe(subject, cb=on_message)
+    with translate_errors():
+        subscription = await bus.nc.subscribe(subject, cb=on_message)
     return Stoppable(subscription.unsubscribe)
 
 
@@ -90,31 +94,26 @@ async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) 
 
     The consumer's config (ack wait, max deliver, back-off) is declared in ``broker/consumers``.
     """
-    subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+    with translate_errors():
+        subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
 
     async def loop() -> None:
         while True:
             try:
-                messages = await subscription.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT_S)
-            except (TimeoutError, nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError):
-                # nats-py's batch fetch can also raise a bare asyncio.TimeoutError (= TimeoutError) when its deadline
-                # passes between requests under load; letting it escape would end this loop for good, silently.
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(_FETCH_WAIT_S)
+                with translate_errors():
+                    messages = await subscription.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT_S)
+            except Unavailable as exc:
+                # A fetch that found nothing in time is the idle case (nats-py raises a fetch timeout or, when its
+                # deadline passes between requests under load, a bare TimeoutError). Anything else: NATS is away.
+                if not isinstance(exc.__cause__, TimeoutError):
+                    await asyncio.sleep(_FETCH_WAIT_S)
                 continue
             except Exception:
                 log.exception("fetching from %s failed; retrying", stream)
                 await asyncio.sleep(_FETCH_WAIT_S)
                 continue
             for msg in messages:
-                try:
-                    await handler(msg.data)
-                except Exception:
-                    log.exception("handling a %s message failed", stream)
-                    await msg.nak(delay=1.0)
-                else:
-                    await msg.ack()
+                await _handle(msg, handler, stream)
 
     task = asyncio.create_task(loop(), name=f"consume-{stream}")
 
@@ -127,12 +126,26 @@ async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) 
     return Stoppable(stop)
 
 
+async def _handle(msg: Msg, handler: MessageHandler, stream: str) -> None:
+    """Ack after ``handler`` returns, nak if it raises. An ack or nak NATS cannot take now is given up: the message
+    comes again after the consumer's ack wait, and handlers are idempotent."""
+    try:
+        await handler(msg.data)
+    except GyozaError as exc:
+        log.warning("handling a %s message failed: %s", stream, exc.message)
+        settle = msg.nak(delay=1.0)
+    except Exception:
+        log.exception("handling a %s message failed", stream)
+        settle = msg.nak(delay=1.0)
+    else:
+        settle = msg.ack()
+    with contextlib.suppress(Unavailable), translate_errors():
+        await settle
+
+
 async def listen(url: str, creds: str | None, subject: str, handler: MessageHandler) -> Stoppable:
     """Connect on its own (a worker has no Bus) and pass every message of ``subject`` to ``handler``."""
-    options: dict[str, Any] = {"name": "gyoza-worker", "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
-    if creds:
-        options["user_credentials"] = creds
-    nc = await nats.connect([part.strip() for part in url.split(",") if part.strip()], **options)
+    nc = await connect(url, creds, "gyoza-worker")
 
     async def on_message(msg: Msg) -> None:
         try:
@@ -140,5 +153,6 @@ async def listen(url: str, creds: str | None, subject: str, handler: MessageHand
         except Exception:
             log.exception("handling a message on %s failed", subject)
 
-    await nc.subscribe(subject, cb=on_message)
+    with translate_errors():
+        await nc.subscribe(subject, cb=on_message)
     return Stoppable(nc.close)

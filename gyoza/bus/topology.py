@@ -18,6 +18,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 import gyoza
+from gyoza.bus.records import translate_errors
 
 _SECTIONS = ("kv", "streams", "objects")
 
@@ -52,17 +53,19 @@ def load_topology(directory: Path | None = None) -> list[StreamFile]:
 
 
 async def apply_topology(js: JetStreamContext, replicas: int, directory: Path | None = None) -> None:
-    for stream in load_topology(directory):
-        raw = dict(stream.config, num_replicas=replicas)
-        config = StreamConfig.from_response(raw)
-        try:
-            await js.stream_info(raw["name"])
-        except NotFoundError:
-            await js.add_stream(config)
-        else:
-            await js.update_stream(config)
-    for consumer in load_consumers(directory):
-        await js.add_consumer(consumer["stream_name"], ConsumerConfig.from_response(dict(consumer["config"])))
+    """Create or update every stream, bucket and durable consumer; ``Unavailable`` when JetStream cannot now."""
+    with translate_errors():
+        for stream in load_topology(directory):
+            raw = dict(stream.config, num_replicas=replicas)
+            config = StreamConfig.from_response(raw)
+            try:
+                await js.stream_info(raw["name"])
+            except NotFoundError:
+                await js.add_stream(config)
+            else:
+                await js.update_stream(config)
+        for consumer in load_consumers(directory):
+            await js.add_consumer(consumer["stream_name"], ConsumerConfig.from_response(dict(consumer["config"])))
 
 
 def load_consumers(directory: Path | None = None) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The topic feed, health and the uniform error body."""
+"""The topic feed, health, the uniform error body, and the markers of answers that are not JSON."""
 
 from __future__ import annotations
 
@@ -30,10 +30,23 @@ class TopicEventList(Record):
     next_cursor: int
 
 
+class NatsHealth(Record):
+    """This server's link to NATS: ``connected`` right now, and whether JetStream answered its last check (at most
+    a few seconds old; a cluster without quorum or without a leader for the runs bucket fails it)."""
+
+    mode: Literal["embedded", "external"]
+    connected: bool
+    jetstream: bool
+    reconnects: int = Field(description="times the connection was re-established since the server started")
+
+
 class Health(Record):
-    status: Literal["ok"] = "ok"
+    """``status`` is ``unavailable`` (HTTP 503) while NATS cannot serve this server's requests."""
+
+    status: Literal["ok", "unavailable"] = "ok"
     version: str
-    nats: Literal["embedded", "external"]
+    nats: NatsHealth
+    scheduler: Literal["leader", "standby"] = Field(description="whether this server is acting as scheduler now")
 
 
 class ErrorInfo(Record):
@@ -43,4 +56,14 @@ class ErrorInfo(Record):
 
 
 class ErrorBody(Record):
+    """A refusal: ``error.code`` says why (stable, SNAKE_CASE), ``details`` lists every problem as {field, problem}."""
+
     error: ErrorInfo
+
+
+class NoContent(Record):
+    """No content (the OpenAPI description shows no body for an answer documented with this)."""
+
+
+class PlainText(Record):
+    """Text (``text/plain; charset=utf-8``), not JSON."""

@@ -6,6 +6,7 @@ import json
 import logging
 
 from quart import Quart, Response, request
+from werkzeug import exceptions as werkzeug_exceptions
 from werkzeug.exceptions import HTTPException
 
 from gyoza.errors import (
@@ -28,8 +29,15 @@ _HTTP_ERRORS: dict[int, GyozaError] = {
 }
 
 
+# A 503 is "try again shortly" (NATS reconnecting, no stream or scheduler leader for a moment): say when.
+RETRY_AFTER_S = 1
+
+
 def error_response(error: GyozaError) -> Response:
-    return Response(json.dumps(error.to_body()), status=error.status, content_type="application/json")
+    response = Response(json.dumps(error.to_body()), status=error.status, content_type="application/json")
+    if error.status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def register_error_handlers(app: Quart) -> None:
@@ -44,7 +52,10 @@ def register_error_handlers(app: Quart) -> None:
         status = error.code or 500
         known = _HTTP_ERRORS.get(status)
         if known is not None:
-            return error_response(known)
+            response = error_response(known)
+            if isinstance(error, werkzeug_exceptions.MethodNotAllowed) and error.valid_methods:
+                response.headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110: a 405 says which
+            return response
         if status < 500:
             return error_response(InvalidRequest(error.description or error.name))
         return error_response(GyozaError(error.description or error.name))

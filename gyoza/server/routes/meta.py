@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app
-from quart_schema import document_response
+from quart import Blueprint, Response
+from quart_schema import document_response, security_scheme
 
 import gyoza
-from gyoza.schema import Health
+from gyoza.schema import Health, NatsHealth
+from gyoza.server.context import ctx
 from gyoza.server.http import json_response
 
 blueprint = Blueprint("meta", __name__)
 
 
 @blueprint.get("/health")
-@document_response(Health)
+@security_scheme([])  # keyless: load balancers and healthchecks call it without the key
+@document_response(Health, 200)
+@document_response(Health, 503)
 async def health() -> Response:
-    context = current_app.extensions.get("gyoza")
-    mode = context.bus.mode if context else "external"
-    return json_response(Health(version=gyoza.__version__, nats=mode))
+    """200 while this server can serve; 503 naming what is down (for load balancers and the compose healthcheck).
+
+    No NATS round trip per call: the connection state is read locally and the JetStream check is cached.
+    """
+    context = ctx()
+    state = await context.bus.state()
+    nats = NatsHealth(
+        mode="embedded" if context.bus.mode == "embedded" else "external",
+        connected=state.connected,
+        jetstream=state.jetstream,
+        reconnects=state.reconnects,
+    )
+    body = Health(
+        status="ok" if state.ok else "unavailable",
+        version=gyoza.__version__,
+        nats=nats,
+        scheduler="leader" if context.scheduler.is_leader else "standby",
+    )
+    return json_response(body, 200 if state.ok else 503)
