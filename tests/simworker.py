@@ -120,7 +120,7 @@ class SimWorker:
         terminal event, accepted or not, it no longer does."""
         if type == "STARTED":
             self.held.add((run_id, attempt))
-        body = {"attempt": attempt, "type": type, "msg": msg, "payload": payload or {}}
+        body = {"attempt": attempt, "worker_id": self.worker_id, "type": type, "msg": msg, "payload": payload or {}}
         response = await self.http.post(f"/runs/{run_id}/events", json=body)
         if type in TERMINAL_EVENTS:
             self.held.discard((run_id, attempt))

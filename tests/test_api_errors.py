@@ -213,7 +213,7 @@ async def test_unknown_run_is_404_everywhere(client: httpx.AsyncClient, nothing_
             await client.post(f"/runs/{run_id}/cancel"),
             await client.post(f"/runs/{run_id}/retry"),
             await client.patch(f"/runs/{run_id}", json={"priority": 1}),
-            await client.post(f"/runs/{run_id}/events", json={"attempt": 1, "type": "STARTED"}),
+            await client.post(f"/runs/{run_id}/events", json={"attempt": 1, "worker_id": "w1", "type": "STARTED"}),
         ]
     for response in responses:
         assert response.status_code == 404, (response.request.method, response.request.url, response.text)

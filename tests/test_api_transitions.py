@@ -45,11 +45,12 @@ async def test_cancel_of_a_finished_run_is_409(
 
 
 async def test_worker_event_for_a_pending_run_is_409(client: httpx.AsyncClient, nothing_written: NoTrace) -> None:
+    # No worker holds a PENDING attempt, so no worker may report on it.
     run = await adhoc_run(client)
     async with nothing_written(run["id"]):
         for type_, msg in (("STARTED", ""), ("PROGRESS", 10), ("INFO", "hi"), ("COMPLETED", "")):
-            error = error_of(await event(client, run["id"], type_, msg), 409, "INVALID_TRANSITION")
-            assert "PENDING" in error["message"], type_
+            error = error_of(await event(client, run["id"], type_, msg), 409, "STALE_ATTEMPT")
+            assert "PENDING" in error["message"] and fields(error) == {"worker_id"}, type_
     assert (await client.get(f"/runs/{run['id']}")).json()["events"] == run["events"]
 
 

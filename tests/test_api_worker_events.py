@@ -15,11 +15,17 @@ from tests.test_api_runs import adhoc_run
 
 
 async def event(
-    client: httpx.AsyncClient, run_id: str, type_: str, msg: str | int = "", attempt: int = 1, **payload: Any
+    client: httpx.AsyncClient,
+    run_id: str,
+    type_: str,
+    msg: str | int = "",
+    attempt: int = 1,
+    worker_id: str = "w1",
+    **payload: Any,
 ) -> httpx.Response:
-    return await client.post(
-        f"/runs/{run_id}/events", json={"attempt": attempt, "type": type_, "msg": msg, "payload": payload}
-    )
+    """A report of the worker ``worker_id`` (``assign_run``'s default worker unless told otherwise)."""
+    body = {"attempt": attempt, "worker_id": worker_id, "type": type_, "msg": msg, "payload": payload}
+    return await client.post(f"/runs/{run_id}/events", json=body)
 
 
 async def running_run(client: httpx.AsyncClient, nats_url: str, **body: Any) -> dict[str, Any]:

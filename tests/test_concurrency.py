@@ -29,9 +29,20 @@ async def running_run(client: httpx.AsyncClient, nats_url: str, image: str = "bu
     return run_id
 
 
+def ghost(run_id: str, attempt: int) -> str:
+    """The made-up worker an attempt is assigned to (each attempt its own)."""
+    return f"ghost-{run_id[:8]}-{attempt}"
+
+
+def held(run_id: str) -> dict[str, Any]:
+    """The fields of a report by the worker holding attempt 1."""
+    return {"attempt": 1, "worker_id": ghost(run_id, 1)}
+
+
 async def start_attempt(client: httpx.AsyncClient, nats_url: str, run_id: str, attempt: int) -> None:
-    await assign_run(nats_url, run_id, "ghost-" + uuid.uuid4().hex[:8])
-    started = await client.post(f"/runs/{run_id}/events", json={"attempt": attempt, "type": "STARTED"})
+    await assign_run(nats_url, run_id, ghost(run_id, attempt))
+    body = {"attempt": attempt, "worker_id": ghost(run_id, attempt), "type": "STARTED"}
+    started = await client.post(f"/runs/{run_id}/events", json=body)
     assert started.status_code == 200, started.text
 
 
@@ -100,8 +111,8 @@ async def test_fifty_concurrent_writes_to_one_running_run(
         if kind == "CANCEL":
             return f"/runs/{run_id}/cancel", None
         if kind == "COMPLETED":
-            return f"/runs/{run_id}/events", {"attempt": 1, "type": kind, "payload": {"outputs": {"answer": 42}}}
-        return f"/runs/{run_id}/events", {"attempt": 1, "type": kind, "msg": msg}
+            return f"/runs/{run_id}/events", {**held(run_id), "type": kind, "payload": {"outputs": {"answer": 42}}}
+        return f"/runs/{run_id}/events", {**held(run_id), "type": kind, "msg": msg}
 
     responses = await burst(server, [request(kind, msg) for kind, msg in kinds])
     outcomes = list(zip(kinds, responses, strict=True))
@@ -150,9 +161,9 @@ async def test_concurrent_terminal_events_have_one_winner(
 ) -> None:
     run_id = await running_run(client, nats_url)
     bodies = {
-        "COMPLETED": {"attempt": 1, "type": "COMPLETED", "payload": {"outputs": {}}},
-        "FAILED": {"attempt": 1, "type": "FAILED", "payload": {"reason": "EXIT_CODE", "exit_code": 3}},
-        "CANCELLED": {"attempt": 1, "type": "CANCELLED"},
+        "COMPLETED": {**held(run_id), "type": "COMPLETED", "payload": {"outputs": {}}},
+        "FAILED": {**held(run_id), "type": "FAILED", "payload": {"reason": "EXIT_CODE", "exit_code": 3}},
+        "CANCELLED": {**held(run_id), "type": "CANCELLED"},
     }
     kinds = [kind for kind in bodies for _ in range(10)]
     random.shuffle(kinds)
@@ -175,7 +186,7 @@ async def test_stale_attempt_write_is_refused_and_changes_nothing(
 ) -> None:
     run_id = await running_run(client, nats_url)
     assert (await client.post(f"/runs/{run_id}/cancel")).status_code == 200
-    assert (await client.post(f"/runs/{run_id}/events", json={"attempt": 1, "type": "CANCELLED"})).status_code == 200
+    assert (await client.post(f"/runs/{run_id}/events", json={**held(run_id), "type": "CANCELLED"})).status_code == 200
     retried = await client.post(f"/runs/{run_id}/retry")
     assert retried.status_code == 200 and retried.json()["current_attempt"] == 2, retried.text
     # Attempt 2 runs elsewhere: nothing else has a reason to write this run while the old worker talks.
@@ -187,11 +198,11 @@ async def test_stale_attempt_write_is_refused_and_changes_nothing(
     before = (await client.get(f"/runs/{run_id}")).json()
     # The worker of attempt 1 comes back and reports as if nothing happened.
     stale = [
-        {"attempt": 1, "type": "STARTED"},
-        {"attempt": 1, "type": "PROGRESS", "msg": 80},
-        {"attempt": 1, "type": "INFO", "msg": "still here"},
-        {"attempt": 1, "type": "COMPLETED", "payload": {"outputs": {"x": 1}}},
-        {"attempt": 1, "type": "FAILED", "payload": {"reason": "EXIT_CODE", "exit_code": 1}},
+        {**held(run_id), "type": "STARTED"},
+        {**held(run_id), "type": "PROGRESS", "msg": 80},
+        {**held(run_id), "type": "INFO", "msg": "still here"},
+        {**held(run_id), "type": "COMPLETED", "payload": {"outputs": {"x": 1}}},
+        {**held(run_id), "type": "FAILED", "payload": {"reason": "EXIT_CODE", "exit_code": 1}},
     ]
     for body in stale:
         response = await client.post(f"/runs/{run_id}/events", json=body)

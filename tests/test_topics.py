@@ -98,17 +98,16 @@ async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None
 
 async def work(client: httpx.AsyncClient, nats_url: str, run_id: str, attempt: int, outcome: str) -> None:
     """Play a worker: take the run, start it, report progress, then finish it with ``outcome``."""
-    await assign_run(nats_url, run_id)
+    await assign_run(nats_url, run_id, "w1")
     events = f"/runs/{run_id}/events"
-    await post(client, events, {"attempt": attempt, "type": "STARTED"})
-    await post(client, events, {"attempt": attempt, "type": "PROGRESS", "msg": 40})
-    await post(client, events, {"attempt": attempt, "type": "INFO", "msg": "halfway"})
+    held = {"attempt": attempt, "worker_id": "w1"}
+    await post(client, events, {**held, "type": "STARTED"})
+    await post(client, events, {**held, "type": "PROGRESS", "msg": 40})
+    await post(client, events, {**held, "type": "INFO", "msg": "halfway"})
     if outcome == "COMPLETED":
-        await post(client, events, {"attempt": attempt, "type": "COMPLETED", "payload": {"outputs": {"ok": True}}})
+        await post(client, events, {**held, "type": "COMPLETED", "payload": {"outputs": {"ok": True}}})
     else:
-        await post(
-            client, events, {"attempt": attempt, "type": "FAILED", "payload": {"reason": "EXIT_CODE", "exit_code": 2}}
-        )
+        await post(client, events, {**held, "type": "FAILED", "payload": {"reason": "EXIT_CODE", "exit_code": 2}})
 
 
 async def test_topic_feed_is_complete_ordered_and_survives_restart(data_dir: Path, unique_name: str) -> None:

@@ -182,17 +182,39 @@ def _fence(record: RunRecord, attempt_number: int) -> None:
         )
 
 
-def apply_worker_event(record: RunRecord, event: WorkerEventIn, now: datetime) -> RunRecord | None:
-    """Apply an event a worker reports for ``(run, attempt)``; a stale attempt is refused."""
-    _fence(record, event.attempt)
+def fence_worker(record: RunRecord, attempt_number: int, worker_id: str) -> None:
+    """Only the worker holding the current attempt may write it (events, logs); anyone else gets STALE_ATTEMPT."""
+    _fence(record, attempt_number)
     holder = record.current.worker_id
-    if event.worker_id is not None and holder is not None and event.worker_id != holder:
-        raise StaleAttempt(
-            f"attempt {event.attempt} of run {record.id} now belongs to worker {holder}, not {event.worker_id}",
-            details=[{"field": "worker_id", "problem": f"the attempt is held by {holder}"}],
-        )
+    if worker_id == holder:
+        return
+    if holder is None:
+        message = f"attempt {attempt_number} of run {record.id} is {record.state.value} and held by no worker"
+        problem = "no worker holds the attempt"
+    else:
+        message = f"attempt {attempt_number} of run {record.id} belongs to worker {holder}"
+        problem = f"the attempt is held by {holder}"
+    raise StaleAttempt(f"{message}, not {worker_id}", details=[{"field": "worker_id", "problem": problem}])
+
+
+def apply_worker_event(record: RunRecord, event: WorkerEventIn, now: datetime) -> RunRecord | None:
+    """Apply an event the worker holding ``(run, attempt)`` reports; anyone else's, or a stale attempt's, is refused."""
+    if not _is_repeated_give_back(record, event):
+        fence_worker(record, event.attempt, event.worker_id)
     handler = _WORKER_HANDLERS[event.type]
     return handler(record, event, now)
+
+
+def _is_repeated_give_back(record: RunRecord, event: WorkerEventIn) -> bool:
+    # The worker repeats a give-back whose answer it missed: the attempt is already back in the queue, held by no
+    # one, and the repeat changes nothing.
+    current = record.current
+    return (
+        event.type == "UNASSIGNED"
+        and event.attempt == current.number
+        and current.state == S.PENDING
+        and current.worker_id is None
+    )
 
 
 def _on_started(record: RunRecord, event: WorkerEventIn, now: datetime) -> RunRecord | None:

@@ -12,21 +12,27 @@ TOPIC_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+# These patterns are checked by pydantic's Rust regex engine, where ``$`` is the end of the text. Python's ``re``
+# lets ``$`` match before a trailing newline: check them there with ``re.fullmatch``, never ``re.match``.
 
 OpName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
 Topic = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN)]
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
-Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^\S+$")]
+WorkerId = Annotated[str, StringConstraints(pattern=WORKER_ID_PATTERN)]
+# No whitespace and no control character (NUL included): an image reference goes to Docker as it is.
+Image = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\s\x00-\x1f\x7f]+$")]
+# Text that reaches a process (argv, environment) or a terminal: a NUL cannot be passed there and only truncates.
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Priority = Annotated[int, Field(ge=0, le=100)]
 
 
 class Input(BaseModel):
-    """What users send: unknown fields refused, strict types."""
+    """What users send: unknown fields refused, strict types, finite numbers (no NaN or infinity)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Record(BaseModel):

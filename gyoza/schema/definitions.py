@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from gyoza.schema._base import EnvName, Image, Input, OpName, Record, Tag, Topic, Version
+from gyoza.schema._base import EnvName, Image, Input, OpName, Record, Tag, Text, Topic, Version
 from gyoza.schema.enums import FailureReason, ValueType
 
 
@@ -58,12 +58,12 @@ class RunTemplate(Input):
     """The fields a run copies from its definition (or gets directly when ad hoc)."""
 
     image: Image
-    command: Annotated[list[str], Field(max_length=256)] | None = None
+    command: Annotated[list[Text], Field(max_length=256)] | None = None
     constraints: Constraints = Field(default_factory=Constraints)
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
     tags: Annotated[list[Tag], Field(max_length=64)] = Field(default_factory=list)
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    env: dict[EnvName, Text] = Field(default_factory=dict)
     output_specs: dict[str, OutputSpec] | None = None
     event_delivery: EventDelivery | None = None
 

@@ -5,20 +5,64 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from gyoza.schema._base import IdempotencyKey, Input, Priority, Record, Version
+from gyoza.schema._base import (
+    EnvName,
+    IdempotencyKey,
+    Image,
+    Input,
+    OpName,
+    Priority,
+    Record,
+    Tag,
+    Text,
+    Topic,
+    Version,
+    WorkerId,
+)
 from gyoza.schema.definitions import Constraints, EventDelivery, OutputSpec, RetryPolicy, RunTemplate
 from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
 
 
-class RunFromDefinitionIn(Input):
+def _set_by_the_definition(value: Any) -> Any:
+    raise PydanticCustomError(
+        "set_by_definition", "is set by the definition and cannot change per run; deploy a new version to change it"
+    )
+
+
+# A field a run of a definition may not override: named in the 400, left out of the OpenAPI description.
+SetByDefinition = SkipJsonSchema[Annotated[Any, AfterValidator(_set_by_the_definition)]]
+
+
+class RunOverrides(Input):
+    """What one run of a definition may change: where and how long it runs, how it is retried, extra env.
+
+    ``constraints`` and ``retry_policy`` change only the fields given; ``env`` adds to (and wins over) the
+    definition's; ``tags`` and ``timeout_seconds`` replace the definition's. Image, command and specs are fixed.
+    """
+
+    constraints: Constraints | None = None
+    retry_policy: RetryPolicy | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    tags: Annotated[list[Tag], Field(max_length=64)] | None = None
+    env: dict[EnvName, Text] | None = None
+
+
+class RunFromDefinitionIn(RunOverrides):
     """POST /definitions/{name}/runs."""
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = 5
     version: Version | None = None
     idempotency_key: IdempotencyKey | None = None
+    image: SetByDefinition = Field(None, exclude=True)
+    command: SetByDefinition = Field(None, exclude=True)
+    input_specs: SetByDefinition = Field(None, exclude=True)
+    output_specs: SetByDefinition = Field(None, exclude=True)
+    event_delivery: SetByDefinition = Field(None, exclude=True)
 
 
 class AdHocRunIn(RunTemplate):
@@ -161,9 +205,9 @@ class WorkerEventIn(Input):
     """POST /runs/{id}/events."""
 
     attempt: Annotated[int, Field(ge=1)]
-    # The reporting worker. An attempt that went back to the queue and on to another worker keeps its number, so
-    # the worker id is what fences off the first worker's late reports.
-    worker_id: str | None = None
+    # The reporting worker; only the one holding the attempt may write it. An attempt that went back to the queue
+    # and on to another worker keeps its number, so the worker id is what fences off the first worker's reports.
+    worker_id: WorkerId
     type: WorkerEventType
     msg: Annotated[str, Field(max_length=10_000)] | int = ""
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -215,29 +259,33 @@ class IdempotencyEntry(Record):
 
 
 class RunListQuery(Input):
-    """GET /runs query string (parsed from strings by the route, then validated here)."""
+    """GET /runs query string (parsed from strings by the route, then validated here).
 
-    model_config = ConfigDict(extra="forbid", strict=False)
+    Field names are Python's; the query keys are the aliases (``created[gte]``), which the OpenAPI description shows.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=False, validate_by_name=True, validate_by_alias=True)
 
     limit: Annotated[int, Field(ge=1, le=100)] = 10
     starting_after: str | None = None
     ending_before: str | None = None
     state: list[RunState] | None = None
-    op_definition: str | None = None
-    image: str | None = None
-    topic: str | None = None
-    worker_id: str | None = None
-    created_gte: float | None = None
-    created_gt: float | None = None
-    created_lte: float | None = None
-    created_lt: float | None = None
+    op_definition: OpName | None = None
+    image: Image | None = None
+    topic: Topic | None = None
+    worker_id: WorkerId | None = None
+    created_gte: Annotated[
+        float | None, Field(alias="created[gte]", description="created at or after, unix seconds")
+    ] = None
+    created_gt: Annotated[float | None, Field(alias="created[gt]", description="created after, unix seconds")] = None
+    created_lte: Annotated[
+        float | None, Field(alias="created[lte]", description="created at or before, unix seconds")
+    ] = None
+    created_lt: Annotated[float | None, Field(alias="created[lt]", description="created before, unix seconds")] = None
 
     def to_params(self) -> dict[str, str | int | float]:
         """The query string the server reads back into this model (``created_gte`` -> ``created[gte]``)."""
-        params: dict[str, str | int | float] = {}
-        for name, value in self.model_dump(exclude_none=True).items():
-            if name == "state":
-                value = ",".join(state.value for state in value)
-            key = f"created[{name.removeprefix('created_')}]" if name.startswith("created_") else name
-            params[key] = value
+        params: dict[str, str | int | float] = self.model_dump(by_alias=True, exclude_none=True)
+        if self.state is not None:
+            params["state"] = ",".join(state.value for state in self.state)
         return params

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import hmac
+from collections.abc import Callable
 
 from quart import Quart, request
 from quart.sessions import NullSession, SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
 from quart_schema import QuartSchema
-from werkzeug.exceptions import RequestEntityTooLarge
 
 import gyoza
 from gyoza.errors import Unauthorized
+from gyoza.server.bodies import BoundedBodies, RequestScope
 from gyoza.server.context import ServerContext, build_context
 from gyoza.server.errors import register_error_handlers
-from gyoza.server.http import READ_LIMIT_BYTES
+from gyoza.server.http import MAX_LOG_BYTES, body_limit, refuse_oversized_body, refuse_unknown_query_parameters
 from gyoza.server.metrics import install_metrics
-from gyoza.server.routes import definitions, meta, runs, topics, workers
+from gyoza.server.openapi import GyozaOpenAPIProvider
+from gyoza.server.routes import definitions, docs, meta, runs, topics, workers
 from gyoza.settings import Settings
 
-# Readable without a key: liveness, and the API description (a docs page cannot send a header).
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+# Readable without a key: liveness, and the API description with its page and the page's assets (a browser
+# cannot send a header).
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", docs.DOCS_PATH})
+PUBLIC_PREFIXES = (docs.DOCS_ASSETS_PATH + "/",)
 
 
 class NoSessions(SecureCookieSessionInterface):
@@ -42,7 +45,8 @@ def create_app(settings: Settings) -> Quart:
         raise ValueError("an API key is required (GYOZA_API_KEY or --api-key)")
     app = Quart("gyoza")
     app.session_interface = NoSessions()
-    app.config["MAX_CONTENT_LENGTH"] = READ_LIMIT_BYTES
+    # The largest body any route takes; BoundedBodies applies each route's own limit before Quart sees a byte.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_LOG_BYTES
     QuartSchema(
         app,
         info={"title": "Gyoza", "version": gyoza.__version__},
@@ -50,12 +54,17 @@ def create_app(settings: Settings) -> Quart:
         security=[{"apiKey": []}],
         redoc_ui_path=None,
         scalar_ui_path=None,
+        swagger_ui_path=None,  # routes/docs.py serves the page, with assets from the wheel rather than a CDN
+        openapi_provider_class=GyozaOpenAPIProvider,
     )
     register_error_handlers(app)
     install_metrics(app)
-    _register_body_receipt(app)
-    _register_auth(app, settings.api_key)
-    for blueprint in (meta.blueprint, definitions.blueprint, runs.blueprint, topics.blueprint, workers.blueprint):
+    has_key = _key_check(settings.api_key)
+    # Quart's way to put ASGI middleware between the server and the app.
+    app.asgi_app = BoundedBodies(app.asgi_app, has_key, body_limit)  # type: ignore[method-assign]
+    _register_request_checks(app, has_key)
+    blueprints = (meta, docs, definitions, runs, topics, workers)
+    for blueprint in (module.blueprint for module in blueprints):
         app.register_blueprint(blueprint)
 
     @app.before_serving
@@ -71,27 +80,27 @@ def create_app(settings: Settings) -> Quart:
     return app
 
 
-def _register_body_receipt(app: Quart) -> None:
-    @app.before_request
-    async def receive_whole_body() -> None:
-        """Receive the request body before any answer, even an early one (401, 404).
-
-        Hypercorn silently closes a keep-alive connection when the response goes out before the request body was
-        received, so the client's next request on that connection fails. Bodies over READ_LIMIT_BYTES are the
-        exception: they get Quart's early 413.
-        """
-        if request.content_length or "chunked" in request.headers.get("Transfer-Encoding", ""):
-            with contextlib.suppress(RequestEntityTooLarge):
-                await request.get_data(cache=True)
-
-
-def _register_auth(app: Quart, api_key: str) -> None:
+def _key_check(api_key: str) -> Callable[[RequestScope], bool]:
+    """Whether a request (its ASGI scope) may proceed: a public path, or the right X-API-Key (constant time)."""
     expected = api_key.encode()
+
+    def has_key(scope: RequestScope) -> bool:
+        path: str = scope["path"]
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            return True
+        given = b"".join(value for name, value in scope["headers"] if name == b"x-api-key")
+        return hmac.compare_digest(given, expected)
+
+    return has_key
+
+
+def _register_request_checks(app: Quart, has_key: Callable[[RequestScope], bool]) -> None:
+    """In this order, before any route runs: the key, then the body's size, then the query's parameter names."""
 
     @app.before_request
     async def check_api_key() -> None:
-        if request.path in PUBLIC_PATHS:
-            return
-        given = request.headers.get("X-API-Key", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if not has_key(request.scope):
             raise Unauthorized("missing or wrong X-API-Key header")
+
+    app.before_request(refuse_oversized_body)
+    app.before_request(refuse_unknown_query_parameters)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+from hypercorn.typing import HTTPScope
 from pydantic import BaseModel, ValidationError
-from quart import Response, request
+from quart import Response, current_app, request
+from quart_schema import document_response
+from quart_schema.openapi import QUART_SCHEMA_HIDDEN_ATTRIBUTE
+from quart_schema.validation import QUART_SCHEMA_QUERYSTRING_ATTRIBUTE
 
 from gyoza.errors import (
     DefinitionNotFound,
@@ -17,19 +22,68 @@ from gyoza.errors import (
     RunNotFound,
     UnsupportedMediaType,
 )
-from gyoza.schema import NAME_PATTERN, validation_problems
+from gyoza.schema import NAME_PATTERN, ErrorBody, validation_problems
+from gyoza.server.bodies import SCOPE_KEY, BodyGuard
 
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., object])
 
-MAX_BODY_BYTES = 1024 * 1024
+MIB = 1024 * 1024
+MAX_BODY_BYTES = MIB
 # Captured logs of one attempt (SPEC §6: bounded at 10 MiB per attempt) are the one larger body.
-MAX_LOG_BYTES = 10 * 1024 * 1024
-# Quart's own limit, above which it answers 413 before reading the body. That early answer closes the connection
-# while the client is still sending, which the client sees as a reset instead of the 413; so bodies up to this
-# size are read in full and refused by ``read_body``, and only absurd ones get the early answer.
-READ_LIMIT_BYTES = 16 * MAX_BODY_BYTES
-_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MAX_LOG_BYTES = 10 * MIB
+_LOG_UPLOAD_PATH = re.compile(r"/runs/[^/]+/logs")
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NAME = re.compile(NAME_PATTERN)
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
+def body_limit(scope: HTTPScope) -> int:
+    """The largest body a route takes, applied while the body streams in (gyoza.server.bodies)."""
+    log_upload = scope["method"] == "PUT" and _LOG_UPLOAD_PATH.fullmatch(scope["path"])
+    return MAX_LOG_BYTES if log_upload else MAX_BODY_BYTES
+
+
+def _guard() -> BodyGuard:
+    guard: BodyGuard = cast(dict[str, Any], request.scope)[SCOPE_KEY]
+    return guard
+
+
+def _too_large(guard: BodyGuard) -> PayloadTooLarge:
+    what = "logs are" if guard.limit == MAX_LOG_BYTES else "request body is"
+    return PayloadTooLarge(f"{what} larger than {guard.limit // MIB} MiB")
+
+
+async def refuse_oversized_body() -> None:
+    """A body whose Content-Length is over the route's limit is refused before it is read."""
+    guard = _guard()
+    if guard.too_large:
+        raise _too_large(guard)
+
+
+async def refuse_unknown_query_parameters() -> None:
+    """A documented operation takes exactly the query parameters its OpenAPI description lists; a typo is a 400."""
+    if not request.args or request.url_rule is None:
+        return
+    view = current_app.view_functions[request.url_rule.endpoint]
+    if getattr(view, QUART_SCHEMA_HIDDEN_ATTRIBUTE, False):
+        return
+    model: type[BaseModel] | None = getattr(view, QUART_SCHEMA_QUERYSTRING_ATTRIBUTE, None)
+    known = set() if model is None else {info.alias or name for name, info in model.model_fields.items()}
+    unknown = [key for key in request.args if key not in known]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown query parameter {unknown[0]!r}", [{"field": k, "problem": "unknown parameter"} for k in unknown]
+        )
+
+
+async def body_bytes() -> bytes:
+    """The whole request body; 413 when it is over the route's limit (it was dropped while it streamed in)."""
+    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    guard = _guard()
+    if guard.too_large:
+        raise _too_large(guard)
+    return raw
 
 
 async def read_body(model: type[M]) -> M:
@@ -37,9 +91,7 @@ async def read_body(model: type[M]) -> M:
 
     An empty body counts as ``{}`` so that bodies made only of optional fields may be left out.
     """
-    raw = await request.get_data(cache=False)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge("request body is larger than 1 MiB")
+    raw = await body_bytes()
     if not raw.strip():
         raw = b"{}"
     elif request.mimetype != "application/json":
@@ -53,6 +105,18 @@ async def read_body(model: type[M]) -> M:
         raise InvalidRequest("invalid request body", details=validation_problems(exc)) from None
 
 
+def refusals(*statuses: int) -> Callable[[F], F]:
+    """Document an operation's own error answers, each with the uniform error body (400 for the query and 401 for
+    the key are added to every operation by ``gyoza.server.openapi``)."""
+
+    def decorate(func: F) -> F:
+        for status in statuses:
+            func = document_response(ErrorBody, status)(func)
+        return func
+
+    return decorate
+
+
 def json_response(body: BaseModel | str | bytes, status: int = 200) -> Response:
     data = body.model_dump_json() if isinstance(body, BaseModel) else body
     return Response(data, status=status, content_type="application/json")
@@ -64,14 +128,15 @@ def list_response(items: list[str], **fields: object) -> Response:
     return Response('{"data":[' + ",".join(items) + "]" + extra + "}", content_type="application/json")
 
 
+# Ids reach NATS subjects and KV keys: the whole id must match (``re.match`` with ``$`` lets "id\n" through).
 def checked_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise RunNotFound(f"no run with id {run_id!r}")
     return run_id
 
 
 def checked_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise DefinitionNotFound(f"no definition named {name!r}")
     return name
 
@@ -80,10 +145,8 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    # Plain decimal digits only: int() would also take " 5", "1_000" and other scripts' digits.
+    value = int(raw) if _INTEGER.fullmatch(raw) else low - 1
     if not low <= value <= high:
         raise InvalidRequest(
             f"{name} must be an integer from {low} to {high}",

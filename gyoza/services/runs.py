@@ -9,6 +9,7 @@ the scheduler also rebuilds its queue from KV, so a crash between the two loses 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -19,14 +20,17 @@ from gyoza.bus.connection import Bus
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.core import statemachine as sm
 from gyoza.core.specs import resolve_inputs
-from gyoza.errors import InvalidInputs, InvalidRequest, RunNotFound
+from gyoza.errors import InvalidInputs, InvalidRequest, RunNotFound, Unavailable
 from gyoza.schema import (
     IDEMPOTENCY_KEY_PATTERN,
     AdHocRunIn,
+    Constraints,
     FailureReason,
     IdempotencyEntry,
     OpDefinition,
+    RetryPolicy,
     RunFromDefinitionIn,
+    RunOverrides,
     RunRecord,
     RunRequested,
     RunState,
@@ -37,6 +41,8 @@ from gyoza.schema import (
 from gyoza.services.clock import utcnow
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.observer import NoObserver, WriteObserver
+
+log = logging.getLogger(__name__)
 
 Change = Callable[[RunRecord], RunRecord | None]
 RECENT_RUNS = 4096
@@ -66,7 +72,9 @@ class RunService:
     ) -> tuple[RunRecord, bool]:
         definition = await self.definitions.get(name, body.version)
         inputs = _checked_inputs(body.inputs, definition)
-        template = RunTemplate.model_validate(definition.model_dump(include=set(RunTemplate.model_fields)))
+        template = _with_overrides(
+            RunTemplate.model_validate(definition.model_dump(include=set(RunTemplate.model_fields))), body
+        )
         return await self._create(
             template, inputs, body.priority, _idempotency_key(body.idempotency_key, idempotency_header),
             definition,
@@ -166,6 +174,15 @@ class RunService:
     async def apply_worker_event(self, run_id: str, event: WorkerEventIn) -> RunRecord:
         return await self.change(run_id, lambda r: sm.apply_worker_event(r, event, self.clock()))
 
+    async def check_log_writer(self, run_id: str, attempt: int | None, worker_id: str) -> int:
+        """Logs are written like events: only by the worker holding the current attempt (409 STALE_ATTEMPT).
+
+        Returns the attempt checked (``None``: the current one)."""
+        record = await self.get(run_id)
+        number = record.current.number if attempt is None else attempt
+        sm.fence_worker(record, number, worker_id)
+        return number
+
     # --- scheduler commands (fenced by attempt) -------------------------------------------------------------------
 
     async def assign(self, run_id: str, attempt: int, worker_id: str, gpu_ids: list[int]) -> tuple[RunRecord, int]:
@@ -196,10 +213,15 @@ class RunService:
         await self.change(run_id, lambda r: sm.set_pending_reason(r, attempt, reason), notify_scheduler=False)
 
     async def _request_scheduling(self, record: RunRecord, revision: int) -> None:
+        """Nudge the scheduler. The change is already durable and every scheduler follows the runs bucket, so a
+        nudge NATS cannot take now must not turn the request into a 503 for a change that stands (issue 15 item 3)."""
         message = RunRequested(run_id=record.id, attempt=record.current.number, priority=record.priority)
-        await self.bus.publish(
-            names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id=f"{record.id}.{revision}"
-        )
+        try:
+            await self.bus.publish(
+                names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id=f"{record.id}.{revision}"
+            )
+        except Unavailable as exc:
+            log.warning("run %s is stored; the scheduler learns of it from the run feed (%s)", record.id, exc.message)
 
 
 def _idempotency_key(field: str | None, header: str | None) -> str | None:
@@ -214,6 +236,30 @@ def _idempotency_key(field: str | None, header: str | None) -> str | None:
             details=[{"field": "idempotency_key", "problem": "differs from the Idempotency-Key header"}],
         )
     return field if field is not None else header
+
+
+def _with_overrides(template: RunTemplate, overrides: RunOverrides) -> RunTemplate:
+    """The definition's run fields with what this run overrides (see ``RunOverrides`` for how each one combines)."""
+    changes: dict[str, object] = {}
+    if overrides.constraints is not None:
+        changes["constraints"] = _merged_constraints(template.constraints, overrides.constraints)
+    if overrides.retry_policy is not None:
+        given = overrides.retry_policy.model_dump(include=overrides.retry_policy.model_fields_set)
+        changes["retry_policy"] = RetryPolicy.model_validate(template.retry_policy.model_dump() | given)
+    if overrides.env is not None:
+        changes["env"] = template.env | overrides.env
+    if overrides.tags is not None:
+        changes["tags"] = overrides.tags
+    if "timeout_seconds" in overrides.model_fields_set:  # null too: this run has no time limit
+        changes["timeout_seconds"] = overrides.timeout_seconds
+    return template.model_copy(update=changes)
+
+
+def _merged_constraints(base: Constraints, given: Constraints) -> Constraints:
+    merged = base.model_dump() | given.model_dump(include=given.model_fields_set)
+    if "gpus" not in given.model_fields_set and not base.gpus:
+        merged["gpus"] = None  # the definition asked for no GPU: a VRAM override implies one (SPEC §2.1)
+    return Constraints.model_validate(merged)
 
 
 def _checked_inputs(inputs: dict[str, object], definition: OpDefinition) -> dict[str, object]:

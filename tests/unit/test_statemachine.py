@@ -26,7 +26,8 @@ def new_run(**fields: object) -> RunRecord:
 
 
 def event(type_: str, attempt: int = 1, msg: str | int = "", **payload: object) -> WorkerEventIn:
-    return WorkerEventIn(attempt=attempt, type=type_, msg=msg, payload=payload)  # type: ignore[arg-type]
+    """A report of w1, the worker ``running`` assigns the run to."""
+    return WorkerEventIn(attempt=attempt, worker_id="w1", type=type_, msg=msg, payload=payload)  # type: ignore[arg-type]
 
 
 def running(**fields: object) -> RunRecord:
@@ -226,8 +227,22 @@ def test_a_worker_gives_back_an_attempt_it_has_not_started() -> None:
     sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w1", type="UNASSIGNED"), NOW)
     assert record.state == RunState.PENDING
     assert record.events[-1].type == "UNASSIGNED"
-    assert sm.apply_worker_event(record, WorkerEventIn(attempt=1, type="UNASSIGNED"), NOW) is None
+    assert sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w1", type="UNASSIGNED"), NOW) is None
     sm.assign(record, 1, "w2", [], NOW)
     sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="STARTED"), NOW)
     with pytest.raises(InvalidTransition):
         sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="UNASSIGNED"), NOW)
+
+
+def test_only_the_holding_worker_may_write_an_attempt() -> None:
+    record = running()  # attempt 1 held by w1
+    with pytest.raises(StaleAttempt) as other:
+        sm.apply_worker_event(record, WorkerEventIn(attempt=1, worker_id="w2", type="COMPLETED"), NOW)
+    assert other.value.details == [{"field": "worker_id", "problem": "the attempt is held by w1"}]
+    sm.fence_worker(record, 1, "w1")  # logs: the holder may write
+
+    pending = new_run()  # held by no worker
+    with pytest.raises(StaleAttempt) as nobody:
+        sm.fence_worker(pending, 1, "w1")
+    assert "PENDING" in nobody.value.message and "no worker" in nobody.value.message
+    assert record.state == RunState.RUNNING and pending.state == RunState.PENDING

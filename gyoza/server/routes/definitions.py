@@ -7,9 +7,9 @@ from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
 from gyoza.core.views import run_view
-from gyoza.schema import DefinitionList, ErrorBody, OpDefinition, OpDefinitionIn, OpRun, RunFromDefinitionIn
+from gyoza.schema import DefinitionList, NoContent, OpDefinition, OpDefinitionIn, OpRun, RunFromDefinitionIn
 from gyoza.server.context import ctx
-from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body
+from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body, refusals
 
 blueprint = Blueprint("definitions", __name__)
 
@@ -26,7 +26,7 @@ class GetDefinitionQuery(BaseModel):
 @document_request(OpDefinitionIn)
 @document_response(OpDefinition, 201)
 @document_response(OpDefinition, 200)
-@document_response(ErrorBody, 409)
+@refusals(400, 409, 413, 415)
 async def deploy() -> Response:
     """Deploy a definition version: 201 new, 200 identical re-post, 409 different content for a stored version."""
     body = await read_body(OpDefinitionIn)
@@ -37,6 +37,7 @@ async def deploy() -> Response:
 @blueprint.get("/definitions")
 @document_querystring(ListDefinitionsQuery)
 @document_response(DefinitionList)
+@refusals(400)
 async def list_definitions() -> Response:
     """The latest version of each definition, or every version with ``all_versions=true``."""
     return list_response(ctx().index.list_definitions(query_bool("all_versions")))
@@ -45,13 +46,16 @@ async def list_definitions() -> Response:
 @blueprint.get("/definitions/<name>")
 @document_querystring(GetDefinitionQuery)
 @document_response(OpDefinition)
+@refusals(404)
 async def get_definition(name: str) -> Response:
+    """One version of a definition: the latest, or the one given as ``version``."""
     version = request.args.get("version")
     return json_response(await ctx().definitions.get(checked_name(name), version))
 
 
 @blueprint.get("/definitions/<name>/versions")
 @document_response(DefinitionList)
+@refusals(404)
 async def list_versions(name: str) -> Response:
     """Every version of a definition, newest first."""
     versions = await ctx().definitions.versions(checked_name(name))
@@ -59,6 +63,8 @@ async def list_versions(name: str) -> Response:
 
 
 @blueprint.delete("/definitions/<name>")
+@document_response(NoContent, 204)
+@refusals(404)
 async def delete_definition(name: str) -> Response:
     """Delete a definition: new runs of it get 404; existing runs keep their copy."""
     await ctx().definitions.delete(checked_name(name))
@@ -68,9 +74,14 @@ async def delete_definition(name: str) -> Response:
 @blueprint.post("/definitions/<name>/runs")
 @document_request(RunFromDefinitionIn)
 @document_response(OpRun, 201)
-@document_response(ErrorBody, 400)
+@document_response(OpRun, 200)
+@refusals(400, 404, 413, 415)
 async def create_run(name: str) -> Response:
-    """Create a run of the latest (or the given) version; 400 lists every input problem."""
+    """Create a run of the latest (or the given) version; 400 lists every input problem.
+
+    A run may override the definition's constraints, retry_policy, timeout_seconds, tags and env; its image,
+    command, specs and event delivery are set by the definition (a 400 says so).
+    """
     body = await read_body(RunFromDefinitionIn)
     record, created = await ctx().runs.create_from_definition(
         checked_name(name), body, request.headers.get("Idempotency-Key")

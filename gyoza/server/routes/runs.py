@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
 from gyoza.core.views import attempt_views, run_view
-from gyoza.errors import InvalidRequest, NotFound, PayloadTooLarge
+from gyoza.errors import InvalidRequest, NotFound
 from gyoza.schema import (
+    WORKER_ID_PATTERN,
     AdHocRunIn,
     AttemptList,
     EventList,
+    NoContent,
     OpRun,
     PatchRunIn,
+    PlainText,
     RunList,
     RunListQuery,
     RunState,
@@ -23,13 +27,18 @@ from gyoza.schema import (
     validation_problems,
 )
 from gyoza.server.context import ctx
-from gyoza.server.http import MAX_LOG_BYTES, checked_run_id, json_response, list_response, query_int, read_body
+from gyoza.server.http import body_bytes, checked_run_id, json_response, list_response, query_int, read_body, refusals
 
 blueprint = Blueprint("runs", __name__)
 
-_CREATED_KEYS = {"created[gte]": "created_gte", "created[gt]": "created_gt",
-                 "created[lte]": "created_lte", "created[lt]": "created_lt"}  # fmt: skip
-_PLAIN_KEYS = ("limit", "starting_after", "ending_before", "op_definition", "image", "topic", "worker_id")
+_STATE_PROBLEM = f"expected one of {', '.join(s.value for s in RunState)}"
+
+
+class ListRunsQuery(RunListQuery):
+    """What GET /runs documents: RunListQuery plus ``status``, the alias of ``state`` that the route folds in."""
+
+    state: list[RunState] | None = Field(None, description="one state, or several as state=A,B")
+    status: list[RunState] | None = Field(None, description="an alias of state")
 
 
 class EventsQuery(BaseModel):
@@ -40,9 +49,16 @@ class LogsQuery(BaseModel):
     attempt: int | None = None
 
 
+class LogsUploadQuery(BaseModel):
+    attempt: int | None = None
+    worker_id: str = Field(pattern=WORKER_ID_PATTERN, description="the worker holding the attempt")
+
+
 @blueprint.post("/runs")
 @document_request(AdHocRunIn)
 @document_response(OpRun, 201)
+@document_response(OpRun, 200)
+@refusals(400, 413, 415)
 async def create_adhoc_run() -> Response:
     """Create an ad hoc run from an image (no definition)."""
     body = await read_body(AdHocRunIn)
@@ -51,8 +67,9 @@ async def create_adhoc_run() -> Response:
 
 
 @blueprint.get("/runs")
-@document_querystring(RunListQuery)
+@document_querystring(ListRunsQuery)
 @document_response(RunList)
+@refusals(400)
 async def list_runs() -> Response:
     """Runs, newest first, with filters and Stripe-style cursors."""
     rows, has_more = ctx().index.list_runs(parse_list_query(request.args))
@@ -60,20 +77,14 @@ async def list_runs() -> Response:
 
 
 def parse_list_query(args: Any) -> RunListQuery:
-    """Query string -> RunListQuery: ``created[gte]`` style keys, ``status`` as an alias of ``state``, A,B lists."""
-    values: dict[str, Any] = {}
-    unknown = [k for k in args if k not in _CREATED_KEYS and k not in _PLAIN_KEYS and k not in ("state", "status")]
-    if unknown:
-        raise InvalidRequest(
-            f"unknown query parameter {unknown[0]!r}", [{"field": k, "problem": "unknown parameter"} for k in unknown]
-        )
-    for key in _PLAIN_KEYS:
-        if key in args:
-            values[key] = args[key]
-    for key, field in _CREATED_KEYS.items():
-        if key in args:
-            values[field] = args[key]
-    states = [s for key in ("state", "status") for raw in args.getlist(key) for s in raw.split(",") if s]
+    """Query string -> RunListQuery: ``status`` as an alias of ``state``, ``A,B`` lists, ``created[gte]`` keys.
+
+    Unknown keys were refused before (``refuse_unknown_query_parameters``).
+    """
+    values: dict[str, Any] = {key: args[key] for key in args if key not in ("state", "status")}
+    states = [s for key in ("state", "status") for raw in args.getlist(key) for s in raw.split(",")]
+    if "" in states:
+        raise InvalidRequest("state needs a value", [{"field": "state", "problem": _STATE_PROBLEM}])
     if states:
         values["state"] = [s.upper() for s in states]
     if values.get("starting_after") and values.get("ending_before"):
@@ -88,18 +99,18 @@ def parse_list_query(args: Any) -> RunListQuery:
 
 
 def _query_problems(exc: ValidationError) -> list[dict[str, str]]:
-    names = {v: k for k, v in _CREATED_KEYS.items()}
     problems = validation_problems(exc)
     for problem in problems:
         head = problem["field"].split(".")[0]
-        problem["field"] = names.get(head, head)
+        problem["field"] = head
         if head == "state":
-            problem["problem"] = f"expected one of {', '.join(s.value for s in RunState)}"
+            problem["problem"] = _STATE_PROBLEM
     return problems
 
 
 @blueprint.get("/runs/<run_id>")
 @document_response(OpRun)
+@refusals(404)
 async def get_run(run_id: str) -> Response:
     """A run with its current attempt's events."""
     record = await ctx().runs.get(checked_run_id(run_id))
@@ -108,6 +119,7 @@ async def get_run(run_id: str) -> Response:
 
 @blueprint.get("/runs/<run_id>/attempts")
 @document_response(AttemptList)
+@refusals(404)
 async def list_attempts(run_id: str) -> Response:
     """Every attempt of a run, with its own events, outputs and error."""
     record = await ctx().runs.get(checked_run_id(run_id))
@@ -117,6 +129,7 @@ async def list_attempts(run_id: str) -> Response:
 @blueprint.get("/runs/<run_id>/events")
 @document_querystring(EventsQuery)
 @document_response(EventList)
+@refusals(400, 404)
 async def list_events(run_id: str) -> Response:
     """The run's events (all attempts) with id greater than ``after``, in order."""
     after = query_int("after", 0, 0, 2**53)
@@ -126,6 +139,8 @@ async def list_events(run_id: str) -> Response:
 
 @blueprint.get("/runs/<run_id>/logs")
 @document_querystring(LogsQuery)
+@document_response(PlainText)
+@refusals(400, 404)
 async def get_logs(run_id: str) -> Response:
     """The captured stdout/stderr of an attempt (default: the current one), as text."""
     record = await ctx().runs.get(checked_run_id(run_id))
@@ -137,21 +152,30 @@ async def get_logs(run_id: str) -> Response:
 
 
 @blueprint.put("/runs/<run_id>/logs")
-@document_querystring(LogsQuery)
+@document_querystring(LogsUploadQuery)
+@document_response(NoContent, 204)
+@refusals(400, 404, 409, 413)
 async def put_logs(run_id: str) -> Response:
-    """A worker stores the captured stdout/stderr of an attempt (text, up to 10 MiB; replaces earlier uploads)."""
-    record = await ctx().runs.get(checked_run_id(run_id))
-    attempt = query_int("attempt", record.current.number, 1, record.current.number)
-    logs = await request.get_data(cache=False, as_text=False)
-    assert isinstance(logs, bytes)
-    if len(logs) > MAX_LOG_BYTES:
-        raise PayloadTooLarge("logs are larger than 10 MiB; the worker keeps only the first 10 MiB")
-    await ctx().bus.write_object(f"{run_id}/{attempt}", logs)
+    """The worker holding an attempt stores its captured stdout/stderr (text, up to 10 MiB; replaces earlier uploads).
+
+    Like its events, only the worker holding the current attempt may write them: anyone else gets 409 STALE_ATTEMPT.
+    """
+    run_id = checked_run_id(run_id)
+    attempt = query_int("attempt", 0, 1, 10_000) if "attempt" in request.args else None
+    worker_id = request.args.get("worker_id", "")
+    if not re.fullmatch(WORKER_ID_PATTERN, worker_id):
+        raise InvalidRequest(
+            "worker_id must name the worker holding the attempt: only it uploads the attempt's logs",
+            [{"field": "worker_id", "problem": f"required, must match {WORKER_ID_PATTERN}"}],
+        )
+    attempt = await ctx().runs.check_log_writer(run_id, attempt, worker_id)
+    await ctx().bus.write_object(f"{run_id}/{attempt}", await body_bytes())
     return Response(status=204)
 
 
 @blueprint.post("/runs/<run_id>/cancel")
 @document_response(OpRun)
+@refusals(404, 409)
 async def cancel_run(run_id: str) -> Response:
     """Cancel: PENDING/ASSIGNED at once; RUNNING asks the worker; idempotent on CANCELLED; 409 when finished."""
     return json_response(run_view(await ctx().runs.cancel(checked_run_id(run_id))))
@@ -159,6 +183,7 @@ async def cancel_run(run_id: str) -> Response:
 
 @blueprint.post("/runs/<run_id>/retry")
 @document_response(OpRun)
+@refusals(404, 409)
 async def retry_run(run_id: str) -> Response:
     """Start a new attempt of a FAILED or CANCELLED run."""
     return json_response(run_view(await ctx().runs.retry(checked_run_id(run_id))))
@@ -167,6 +192,7 @@ async def retry_run(run_id: str) -> Response:
 @blueprint.patch("/runs/<run_id>")
 @document_request(PatchRunIn)
 @document_response(OpRun)
+@refusals(400, 404, 409, 413, 415)
 async def patch_run(run_id: str) -> Response:
     """Change the priority of a PENDING or ASSIGNED run."""
     body = await read_body(PatchRunIn)
@@ -176,7 +202,13 @@ async def patch_run(run_id: str) -> Response:
 @blueprint.post("/runs/<run_id>/events")
 @document_request(WorkerEventIn)
 @document_response(OpRun)
+@refusals(400, 404, 409, 413, 415)
 async def post_event(run_id: str) -> Response:
-    """A worker reports an event of (run, attempt); a stale attempt gets 409 STALE_ATTEMPT."""
+    """The worker holding (run, attempt) reports an event of it.
+
+    409 STALE_ATTEMPT when the attempt is not current or another worker (or none) holds it; 409 INVALID_TRANSITION
+    when the run's state does not allow the event.
+    """
+    run_id = checked_run_id(run_id)
     body = await read_body(WorkerEventIn)
-    return json_response(run_view(await ctx().runs.apply_worker_event(checked_run_id(run_id), body)))
+    return json_response(run_view(await ctx().runs.apply_worker_event(run_id, body)))

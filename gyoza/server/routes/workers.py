@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 
 from pydantic import BaseModel
 from quart import Blueprint, Response, request
@@ -22,7 +23,7 @@ from gyoza.schema import (
     WorkerView,
 )
 from gyoza.server.context import ctx
-from gyoza.server.http import json_response, read_body
+from gyoza.server.http import json_response, read_body, refusals
 
 blueprint = Blueprint("workers", __name__)
 
@@ -34,7 +35,7 @@ class ClaimQuery(BaseModel):
 
 
 def _checked_worker_id(worker_id: str) -> str:
-    if not re.match(WORKER_ID_PATTERN, worker_id):
+    if not re.fullmatch(WORKER_ID_PATTERN, worker_id):  # the id reaches NATS subjects and KV keys
         raise InvalidRequest(
             "invalid worker id", [{"field": "worker_id", "problem": f"must match {WORKER_ID_PATTERN}"}]
         )
@@ -58,15 +59,22 @@ def _claim_wait() -> float:
 @blueprint.post("/workers/<worker_id>/heartbeat")
 @document_request(HeartbeatIn)
 @document_response(HeartbeatReply)
+@refusals(400, 413, 415)
 async def heartbeat(worker_id: str) -> Response:
     """Register or refresh a worker; the reply carries commands (cancel these attempts)."""
+    arrived = time.monotonic()  # liveness counts from here, however long the answer takes
     body = await read_body(HeartbeatIn)
-    return json_response(await ctx().fleet.heartbeat(_checked_worker_id(worker_id), body))
+    worker_id = _checked_worker_id(worker_id)
+    context = ctx()
+    if context.scheduler.is_leader:  # this server is the leader: answer here, without a NATS round trip to itself
+        return json_response(await context.scheduler.heartbeat(worker_id, body, arrived))
+    return json_response(await context.fleet.heartbeat(worker_id, body.model_dump_json().encode()))
 
 
 @blueprint.post("/workers/<worker_id>/claim")
 @document_querystring(ClaimQuery)
 @document_response(AssignmentList)
+@refusals(400)
 async def claim(worker_id: str) -> Response:
     """The runs assigned to this worker and not yet started; waits up to ``wait`` seconds for one to arrive."""
     worker_id = _checked_worker_id(worker_id)
@@ -94,6 +102,7 @@ async def list_workers() -> Response:
 
 @blueprint.get("/workers/<worker_id>")
 @document_response(WorkerView)
+@refusals(400, 404)
 async def get_worker(worker_id: str) -> Response:
     found = ctx().index.workers(_checked_worker_id(worker_id))
     if not found:
@@ -104,6 +113,7 @@ async def get_worker(worker_id: str) -> Response:
 
 @blueprint.post("/workers/<worker_id>/drain")
 @document_response(WorkerView)
+@refusals(400, 404)
 async def drain(worker_id: str) -> Response:
     """No new assignments for this worker; what runs there finishes."""
     record = await ctx().fleet.drain(_checked_worker_id(worker_id))
