@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,18 @@ def test_server_refuses_to_start_without_an_api_key(tmp_path: Path, key_env: str
     assert result.returncode == 2, result.stderr.decode()
     assert b"API key" in result.stderr
     assert not (tmp_path / "gyoza" / "nats").exists(), "the embedded nats-server was started before the key check"
+
+
+def test_server_refuses_to_start_on_a_taken_port_before_starting_nats(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env.update(GYOZA_DATA_DIR=str(tmp_path / "gyoza"), GYOZA_PORT=str(port), GYOZA_API_KEY="k")
+        result = subprocess.run([sys.executable, "-m", "gyoza", "server", "start"], env=env, capture_output=True,
+                                text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "server ready" not in result.stderr
+    assert not (tmp_path / "gyoza" / "nats" / "jetstream").exists(), "nats-server was started before the bind"

@@ -5,6 +5,10 @@ The only help they get is what the README itself tells a machine without registr
 (``GYOZA_BASE_IMAGE``, ``GYOZA_BUILD_NETWORK``), plus the data dir of the ``gyoza up`` started here. Commands of
 the tutorial that the CLI does not have (yet) make the test skip, naming them, after running every block before
 them; nothing else is tolerated.
+
+One word differs from what a reader types: the op's name. The test runs the tutorial with a name of its own
+(``hello-<random>``), so the image it builds and removes is its own, never the ``gyoza/hello:0.1.0`` a user may have
+built following the README.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +41,8 @@ BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 GYOZA_COMMAND = re.compile(r"^\s*gyoza ((?:[a-z]+)(?: [a-z]+)?)", re.M)
 UP_TIMEOUT_S = 60.0
 TUTORIAL_TIMEOUT_S = 300.0
-IMAGE = "gyoza/hello:0.1.0"  # what the tutorial's `gyoza op init hello` builds
+TUTORIAL_OP = "hello"  # the op the tutorial creates; `gyoza op build` tags its image gyoza/hello:0.1.0
+OP_NAME = re.compile(rf"\b{TUTORIAL_OP}\b")  # lowercase only: the greeting "Hello, Ada!" is not the op's name
 
 
 def tutorial_blocks() -> list[str]:
@@ -103,8 +109,23 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        with docker_client() as client, contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.remove(IMAGE, force=True)
+
+
+@pytest.fixture
+def op_name() -> Iterator[str]:
+    """The tutorial's op under a name of this test's own; the image its tutorial run built is removed after."""
+    name = f"{TUTORIAL_OP}-{uuid.uuid4().hex[:8]}"
+    yield name
+    with docker_client() as client, contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.remove(f"gyoza/{name}:0.1.0", force=True)
+
+
+def image_id(tag: str) -> str | None:
+    with docker_client() as client:
+        try:
+            return str(client.images.get(tag).id)
+        except docker.errors.ImageNotFound:
+            return None
 
 
 def wait_until_up(process: subprocess.Popen[bytes], data_dir: Path, log_path: Path) -> dict[str, str]:
@@ -121,7 +142,7 @@ def wait_until_up(process: subprocess.Popen[bytes], data_dir: Path, log_path: Pa
     pytest.fail(f"gyoza up was not ready within {UP_TIMEOUT_S} s:\n{log_path.read_text()}")
 
 
-def test_the_readme_tutorial_runs_as_written(cluster: Cluster, tmp_path: Path) -> None:
+def test_the_readme_tutorial_runs_as_written(cluster: Cluster, op_name: str, tmp_path: Path) -> None:
     blocks = tutorial_blocks()
     runnable, missing = blocks, None
     for index, block in enumerate(blocks):
@@ -138,18 +159,20 @@ def test_the_readme_tutorial_runs_as_written(cluster: Cluster, tmp_path: Path) -
         "GYOZA_BASE_IMAGE": PYTHON,  # the README's advice for machines without registry access, like CI's
         "GYOZA_BUILD_NETWORK": "none",
     }
-    script = "set -euo pipefail -x\n" + "\n".join(runnable)
+    script = "set -euo pipefail -x\n" + OP_NAME.sub(op_name, "\n".join(runnable))
+    users_image = image_id(f"gyoza/{TUTORIAL_OP}:0.1.0")  # one a user built from the README, if any
     result = subprocess.run(
         ["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=TUTORIAL_TIMEOUT_S
     )
     assert result.returncode == 0, f"tutorial failed:\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    assert image_id(f"gyoza/{TUTORIAL_OP}:0.1.0") == users_image, "the test touched the user's gyoza/hello image"
     # `gyoza op test -i name=Ada` printed the op's outputs (3 greetings by default).
     assert '"Hello, Ada! (3/3)"' in result.stdout
     if missing:
         pytest.skip(f"the README tutorial uses `{missing}`, which this CLI does not have yet; the blocks before it ran")
 
     with httpx.Client(base_url=cluster.url, headers={"X-API-Key": cluster.api_key}) as http:
-        runs = http.get("/runs", params={"op_definition": "hello"}).json()["data"]
+        runs = http.get("/runs", params={"op_definition": op_name}).json()["data"]
     assert [(run["state"], run["outputs"]["count"]) for run in runs] == [("COMPLETED", 5)]
     assert '"Hello, Ada! (5/5)"' in result.stdout  # `gyoza run ... --wait` printed the outputs
     assert runs[0]["id"] in result.stdout  # `gyoza runs list` showed it

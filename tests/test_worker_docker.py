@@ -5,6 +5,8 @@ state, progress, outputs, reasons, logs, and that no container outlives its atte
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dockerimages import PYOP
+from tests.dockerimages import BUSYBOX, PYOP, require_images
 from tests.simworker import Cluster, all_events, get_run, wait_run
 from tests.waiting import until
 from tests.workerproc import WorkerProcess, remove_leftover_containers, run_containers, unique_worker_name
@@ -170,3 +172,26 @@ async def test_outputs_breaking_the_spec_fail_with_output_invalid(
     assert "score" in run["state_reason"]["message"], "the message names the offending output"
     assert run["outputs"] == {}
     await containers_gone(run_id)
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (stdout|stderr) (.*)$")
+
+
+async def test_every_byte_of_many_short_lived_containers_reaches_their_logs(
+    http: httpx.AsyncClient, worker: WorkerProcess
+) -> None:
+    """Containers that exit at once, many at a time (load): each run's logs hold all it wrote, stamped, by stream."""
+    require_images(BUSYBOX)
+    script = "echo out-1; echo err-1 >&2; echo out-2; echo err-2 >&2; printf last"
+    body = {"image": BUSYBOX, "command": ["sh", "-c", script], "inputs": {}, "tags": [TAG]}
+    responses = await asyncio.gather(*(http.post("/runs", json=body) for _ in range(12)))
+    runs = [response.json()["id"] for response in responses]
+    for run_id in runs:
+        await wait_run(http, run_id, 60, state="COMPLETED")
+        text = (await http.get(f"/runs/{run_id}/logs")).text
+        matches = [LOG_LINE.match(line) for line in text.splitlines()]
+        assert all(matches), f"run {run_id}: unmarked lines in {text!r}"
+        by_stream = {stream: [m[2] for m in matches if m and m[1] == stream] for stream in ("stdout", "stderr")}
+        assert by_stream == {"stdout": ["out-1", "out-2", "last"], "stderr": ["err-1", "err-2"]}, f"run {run_id}"
+    for run_id in runs:
+        await containers_gone(run_id)

@@ -113,7 +113,7 @@ class RecordingClient:
     async def post_event(self, run_id: str, event: Any) -> None:
         self.events.append((run_id, event))
 
-    async def upload_logs(self, run_id: str, attempt: int, text: bytes) -> None:
+    async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
         return None
 
 

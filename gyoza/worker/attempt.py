@@ -5,20 +5,27 @@ events.jsonl lines live and upload logs as they grow -> exit, timeout or cancel 
 outputs | FAILED with a reason | CANCELLED -> remove the container and the directory.
 
 Every report carries (run, attempt). When the server refuses one because the attempt is no longer current (or the
-run was cancelled meanwhile), the runner stops its container at once: a zombie never keeps running.
+run was cancelled meanwhile), the runner stops its container at once: a zombie never keeps running. Only what may
+pass later is retried (no answer, or a 5xx), for a bounded time; any other 4xx is final. Outputs too large for a
+report (the server takes bodies up to 1 MiB) fail the attempt with ``OUTPUT_TOO_LARGE`` instead of being sent.
+
+The container and the attempt directory are removed only once the final report is settled (the server took it or
+refused it). When it is not — the server did not answer, or the worker stopped at once — a Docker container stays,
+exited or running, for the next start of this worker to adopt and report (SPEC §5.4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gyoza.client import AsyncGyozaClient
-from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound
+from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound, PayloadTooLarge
 from gyoza.schema import Assignment, FailureReason, WorkerEventIn, WorkerEventType
 from gyoza.worker.iocontract import AttemptDir, ExitStatus, Outcome, parse_event_line
 from gyoza.worker.runtimes.base import (
@@ -34,12 +41,20 @@ log = logging.getLogger(__name__)
 
 EVENTS_POLL_S = 0.1
 LOG_UPLOAD_EVERY_S = 5.0
-REPORT_RETRY_S = 1.0
-REPORT_ATTEMPTS = 30
+# Retries of a report the server did not answer: first pause, longest pause, and how long to keep trying.
+REPORT_RETRY_FIRST_S = 0.5
+REPORT_RETRY_MAX_S = 5.0
+REPORT_DEADLINE_S = 60.0
+# The server refuses request bodies over 1 MiB (SPEC §4); a COMPLETED report carries the outputs in its body.
+MAX_REPORT_BYTES = 1024 * 1024
 
 
 class Refused(Exception):
     """The server refused a report for this attempt (stale, or the run moved on): stop working on it."""
+
+
+class Unanswered(Exception):
+    """The server did not take a report within ``REPORT_DEADLINE_S`` (unreachable, or answering 5xx)."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,13 @@ class AttemptRunner:
         self.dir = AttemptDir(settings.work_dir, assignment.run_id, assignment.attempt)
         self.logs = LogCapture(settings.log_limit)
         self.started = False
+        self.exited = False
         # Set once the server no longer lists this attempt as ASSIGNED (it reported STARTED, or the attempt ended).
         self.left_assigned = asyncio.Event()
         self.cancel_requested = asyncio.Event()
+        self.shutdown_message = ""  # set when the worker's shutdown stops the op: reported as WORKER_LOST
+        self.settled = False  # the server took (or refused) the final report: nothing is left to recover
+        self.kept_for_adoption = False  # left to a later life of the worker (see ``abandoned_as``)
         self._uploaded_version = -1
         self._events_offset = 0
         self._events_lock = asyncio.Lock()
@@ -76,6 +95,27 @@ class AttemptRunner:
     def cancel(self) -> None:
         self.cancel_requested.set()
 
+    def stop_for_shutdown(self, message: str) -> None:
+        """Stop the op like a cancel, but report it as lost with the worker (so it is retried), saying why."""
+        self.shutdown_message = message
+        self.cancel_requested.set()
+
+    def abandoned_as(self) -> str:
+        """What became of this attempt when the worker stopped without settling it (for the shutdown message)."""
+        if self.kept_for_adoption:
+            where = "exited" if self.exited else "keeps running"
+            return f"RUNNING on the server; its container {where} and is adopted by the worker's next start"
+        if not self.started:
+            return "not started yet; given back to the queue, or redelivered by the next claim"
+        if self.exited:
+            return "RUNNING on the server; the op ended but its outcome was not reported, so it will be retried"
+        return "RUNNING on the server; its process was killed with the worker, so it will be retried"
+
+    def tidy(self) -> None:
+        """Remove the attempt directory unless a later life of the worker needs it to adopt the attempt."""
+        if not self.kept_for_adoption:
+            self.dir.remove()
+
     # --- the whole attempt -------------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -85,7 +125,7 @@ class AttemptRunner:
             log.info("run %s attempt %s: %s", *self.key, exc)
         finally:
             self.left_assigned.set()
-            self.dir.remove()
+            self.tidy()
 
     async def _run(self) -> None:
         a = self.assignment
@@ -117,13 +157,24 @@ class AttemptRunner:
             self.started = True
             self.left_assigned.set()
             status = await self._follow(execution)
+            self.exited = True
             await self._upload_logs(final=True)
-            await self._report_outcome(self.dir.outcome(status, self.logs.stderr_tail()))
+            await self._report_outcome(self._outcome(status))
         except Refused:
+            self.settled = True
             await execution.stop(self.settings.stop_grace_s)
             raise
         finally:
-            await execution.remove()
+            if self.settled:
+                await execution.remove()
+            else:
+                self.kept_for_adoption = execution.abandon()
+
+    def _outcome(self, status: ExitStatus) -> Outcome:
+        if status.cancelled and self.shutdown_message:
+            return Outcome("FAILED", reason=FailureReason.WORKER_LOST, error=self.shutdown_message,
+                           exit_code=status.exit_code)  # fmt: skip
+        return self.dir.outcome(status, self.logs.stderr_tail())
 
     async def _follow(self, execution: Execution) -> ExitStatus:
         """Wait for the exit while forwarding events and logs; stop on cancel or timeout."""
@@ -147,7 +198,7 @@ class AttemptRunner:
             await self._forward_events_once()
             return status
         finally:
-            for task in (*helpers, cancelled):
+            for task in (*helpers, cancelled, exited):  # ``exited`` too when the worker stops at once
                 task.cancel()
             for task in helpers:
                 with contextlib.suppress(asyncio.CancelledError, Refused):
@@ -188,7 +239,8 @@ class AttemptRunner:
             return
         version = self.logs.version
         try:
-            await self.client.upload_logs(self.assignment.run_id, self.assignment.attempt, self.logs.text())
+            a = self.assignment
+            await self.client.upload_logs(a.run_id, a.attempt, self.logs.text(), self.settings.worker_id)
             self._uploaded_version = version
         except GyozaError as exc:
             log.warning("uploading logs of run %s failed: %s", self.assignment.run_id, exc.message)
@@ -196,37 +248,88 @@ class AttemptRunner:
     # --- reports -----------------------------------------------------------------------------------------------
 
     async def _report_outcome(self, outcome: Outcome) -> None:
+        """The final report. A COMPLETED the server cannot take (too large, invalid) becomes a FAILED saying why."""
+        event = self._outcome_event(outcome)
+        if outcome.type == "COMPLETED" and len(event.model_dump_json().encode()) > MAX_REPORT_BYTES:
+            size = len(json.dumps(outcome.outputs, ensure_ascii=False, separators=(",", ":")).encode())
+            event = self._outcome_event(Outcome(
+                "FAILED", reason=FailureReason.OUTPUT_TOO_LARGE, exit_code=outcome.exit_code,
+                error=f"the outputs are {size:,} bytes as JSON, over the limit of {MAX_REPORT_BYTES:,} bytes (1 MiB) "
+                      "for a run's outputs; store large results elsewhere and return a reference to them",
+            ))  # fmt: skip
+        rejected = await self._settle(event)
+        if event.type == "COMPLETED" and isinstance(rejected, PayloadTooLarge | InvalidRequest):
+            too_large = isinstance(rejected, PayloadTooLarge)
+            fallback = Outcome(
+                "FAILED", reason=FailureReason.OUTPUT_TOO_LARGE if too_large else FailureReason.OUTPUT_INVALID,
+                error=f"the server refused the outputs: {rejected.message}", exit_code=outcome.exit_code,
+            )  # fmt: skip
+            await self._settle(self._outcome_event(fallback))
+
+    async def _settle(self, event: WorkerEventIn) -> GyozaError | None:
+        """Send a final report. It is settled once the server answered: it took it, or rejected it with a 4xx
+        (returned; sending it again cannot help). One the server never answered leaves the attempt to recover."""
+        try:
+            await self._send(event)
+        except Unanswered as exc:
+            log.error("run %s attempt %s: %s", *self.key, exc)
+            return None
+        except GyozaError as exc:
+            log.error("run %s: the server rejected %s: %s %s", self.assignment.run_id, event.type, exc.message,
+                      exc.details)  # fmt: skip
+            self.settled = True
+            return exc
+        self.settled = True
+        return None
+
+    def _outcome_event(self, outcome: Outcome) -> WorkerEventIn:
         payload: dict[str, Any] = {"exit_code": outcome.exit_code}
         if outcome.type == "COMPLETED":
             payload["outputs"] = outcome.outputs
         elif outcome.type == "FAILED":
             assert outcome.reason is not None
             payload.update(reason=outcome.reason.value, error=outcome.error[-100_000:])
-        await self._report(outcome.type, outcome.error[:10_000] if outcome.type == "FAILED" else "", payload)
+        return self._event(outcome.type, outcome.error[:10_000] if outcome.type == "FAILED" else "", payload)
 
-    async def _report(self, type_: WorkerEventType, msg: str | int, payload: dict[str, Any] | None = None) -> None:
-        """Send an event, retrying while the server is unreachable; ``Refused`` when it says no."""
-        event = WorkerEventIn(
+    def _event(self, type_: WorkerEventType, msg: str | int, payload: dict[str, Any] | None = None) -> WorkerEventIn:
+        return WorkerEventIn(
             attempt=self.assignment.attempt,
             worker_id=self.settings.worker_id,
             type=type_,
             msg=msg,
             payload=payload or {},
         )
-        for _ in range(REPORT_ATTEMPTS):
+
+    async def _report(self, type_: WorkerEventType, msg: str | int) -> None:
+        """A report on the way (STARTED, PROGRESS, INFO): ``Refused`` when the attempt moved on; else best effort."""
+        try:
+            await self._send(self._event(type_, msg))
+        except Unanswered as exc:
+            log.error("run %s attempt %s: %s", *self.key, exc)
+        except GyozaError as exc:
+            log.error("run %s: the server rejected %s: %s %s", self.assignment.run_id, type_, exc.message,
+                      exc.details)  # fmt: skip
+
+    async def _send(self, event: WorkerEventIn) -> None:
+        """Post an event. Retries, with growing pauses for up to ``REPORT_DEADLINE_S``, only what may pass later: no
+        answer or a 5xx. Raises ``Refused`` on 409/404, the error itself on any other 4xx, ``Unanswered`` at the end.
+        A cancel of the calling task (the worker stopping at once) interrupts it at any point."""
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + REPORT_DEADLINE_S, REPORT_RETRY_FIRST_S
+        while True:
             try:
                 await self.client.post_event(self.assignment.run_id, event)
                 return
             except (Conflict, NotFound) as exc:
-                raise Refused(f"{type_} refused: {exc.message}") from None
-            except InvalidRequest as exc:
-                log.error("run %s: the server rejected %s: %s %s", self.assignment.run_id, type_, exc.message,
-                          exc.details)  # fmt: skip
-                return
+                raise Refused(f"{event.type} refused: {exc.message}") from None
             except GyozaError as exc:
-                log.warning("reporting %s for run %s failed (%s); retrying", type_, self.assignment.run_id, exc)
-                await asyncio.sleep(REPORT_RETRY_S)
-        log.error("giving up reporting %s for run %s", type_, self.assignment.run_id)
+                if exc.status < 500:
+                    raise
+                if loop.time() + pause > deadline:
+                    raise Unanswered(f"gave up reporting {event.type} after {REPORT_DEADLINE_S:g} s: {exc}") from None
+                log.warning("reporting %s for run %s failed (%s); retrying", event.type, self.assignment.run_id, exc)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, REPORT_RETRY_MAX_S)
 
     def _launch_spec(self) -> LaunchSpec:
         a = self.assignment

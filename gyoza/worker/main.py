@@ -1,4 +1,4 @@
-"""Build a worker from its options and run it until SIGTERM/SIGINT (then drain)."""
+"""Build a worker from its options and run it until SIGTERM/SIGINT (then drain; a second signal: stop at once)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gyoza.bus import messaging, names
 from gyoza.client import AsyncGyozaClient
-from gyoza.processes import stop_on_signals
+from gyoza.processes import Shutdown, shutdown_on_signals
 from gyoza.schema import Assignment, WorkerCommand
 from gyoza.worker.agent import AgentSettings, AssignmentSource, WorkerAgent, claim_loop
 from gyoza.worker.attempt import AttemptSettings
@@ -63,11 +63,11 @@ def run_worker(options: WorkerOptions) -> None:
 
 
 async def _run_until_signalled(options: WorkerOptions) -> None:
-    await work(options, stop_on_signals())
+    await work(options, shutdown_on_signals())
 
 
-async def work(options: WorkerOptions, stop: asyncio.Event) -> None:
-    """Run the worker until ``stop`` is set, then drain."""
+async def work(options: WorkerOptions, shutdown: Shutdown) -> None:
+    """Run the worker until a shutdown is requested, then drain (see ``gyoza.worker.agent``)."""
     worker_id = options.name or socket.gethostname()
     options.work_dir.mkdir(parents=True, exist_ok=True)
     resources = detect_resources(options.cpu, options.ram_mb, options.gpus)
@@ -88,7 +88,7 @@ async def work(options: WorkerOptions, stop: asyncio.Event) -> None:
             if not options.nats_url:
                 raise SystemExit("--mode nats needs GYOZA_NATS_URL")
             source = _nats_source(options.nats_url, options.nats_creds)
-        await agent.run(stop, source)
+        await agent.run(shutdown, source)
 
 
 def _nats_source(url: str, creds: str | None) -> AssignmentSource:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from gyoza.worker.iocontract import ExitStatus
 
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+STDOUT, STDERR = "stdout", "stderr"
 TRUNCATED_MARKER = b"\n[gyoza: log truncated at the per-attempt limit]\n"
 
 
@@ -37,9 +39,13 @@ class LaunchSpec:
 
 
 class LogCapture:
-    """stdout+stderr of one attempt: the first ``limit`` bytes, plus the last stderr lines for error messages.
+    """stdout and stderr of one attempt as lines, each stamped with its time and stream, in time order::
 
-    Appended to from reader threads (Docker) or tasks (process), read from the event loop.
+        2025-06-01T12:00:00.123456Z stdout loading the model
+        2025-06-01T12:00:01.654321Z stderr warning: no GPU
+
+    The first ``limit`` bytes are kept, and the last stderr lines apart (for error messages). Appended to from
+    reader threads (Docker) or tasks (process), read from the event loop.
     """
 
     def __init__(self, limit: int = DEFAULT_LOG_LIMIT, tail_lines: int = 20) -> None:
@@ -48,31 +54,68 @@ class LogCapture:
         self._size = 0
         self._truncated = False
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-        self._partial_stderr = b""
+        self._partial: dict[str, tuple[str, bytes]] = {}  # stream -> (stamp of its first byte, unfinished line)
+        self._sealed = False
         self._lock = threading.Lock()
         self.version = 0
 
     def append(self, data: bytes, stderr: bool = False) -> None:
+        """Bytes read from the op's stdout or stderr, in any chunking, stamped with the time they arrived."""
+        self.add(timestamp(), STDERR if stderr else STDOUT, data)
+
+    def add(self, stamp: str, stream: str, data: bytes) -> None:
+        """``data`` that ``stream`` received at ``stamp``: complete lines are kept at once; an unfinished last line
+        waits for its end (stamped with the time its first byte came) or for ``close``."""
         with self._lock:
-            room = self.limit - self._size
-            if room > 0:
-                kept = data[:room]
-                self._chunks.append(kept)
-                self._size += len(kept)
-            if len(data) > max(room, 0):
-                self._truncated = True
-            if stderr:
-                lines = (self._partial_stderr + data).split(b"\n")
-                self._partial_stderr = lines.pop()
-                self._stderr_tail.extend(line.decode(errors="replace") for line in lines if line.strip())
-            self.version += 1
+            if not self._sealed:
+                self._add(stamp, stream, data)
+
+    def close(self) -> None:
+        """The streams ended: keep the unfinished last lines too."""
+        with self._lock:
+            self._close()
+
+    def replace(self, pieces: list[tuple[str, str, bytes]]) -> None:
+        """Start over from a complete record of (stamp, stream, data) pieces — Docker's own, read back once the
+        container exited — and ignore whatever a live reader still adds."""
+        with self._lock:
+            self._chunks, self._size, self._truncated, self._partial = [], 0, False, {}
+            self._stderr_tail.clear()
+            for stamp, stream, data in sorted(pieces, key=lambda piece: piece[0]):  # stable: in order within a stamp
+                self._add(stamp, stream, data)
+            self._close()
+            self._sealed = True
+
+    def _add(self, stamp: str, stream: str, data: bytes) -> None:
+        first_stamp, pending = self._partial.pop(stream, (stamp, b""))
+        *lines, rest = (pending + data).split(b"\n")
+        for index, line in enumerate(lines):
+            self._keep(first_stamp if index == 0 else stamp, stream, line)
+        if rest:
+            self._partial[stream] = (first_stamp if not lines else stamp, rest)
+        self.version += 1
+
+    def _close(self) -> None:
+        for stream, (stamp, line) in sorted(self._partial.items(), key=lambda item: item[1][0]):
+            self._keep(stamp, stream, line)
+        self._partial.clear()
+        self.version += 1
+
+    def _keep(self, stamp: str, stream: str, line: bytes) -> None:
+        if stream == STDERR and line.strip():
+            self._stderr_tail.append(line.decode(errors="replace"))
+        record = b"%s %s %s\n" % (stamp.encode(), stream.encode(), line)
+        if self._truncated or len(record) > self.limit - self._size:
+            self._truncated = True  # the log keeps its first lines, without gaps
+            return
+        self._chunks.append(record)
+        self._size += len(record)
 
     def set_stderr_tail(self, lines: list[str]) -> None:
-        """For runtimes that read stderr's end separately (Docker reads one merged stream while running)."""
+        """For runtimes that read stderr's end separately (Docker, when the whole log was over the limit)."""
         with self._lock:
             self._stderr_tail.clear()
             self._stderr_tail.extend(line for line in lines if line.strip())
-            self._partial_stderr = b""
 
     def text(self) -> bytes:
         with self._lock:
@@ -82,9 +125,14 @@ class LogCapture:
     def stderr_tail(self) -> str:
         with self._lock:
             lines = list(self._stderr_tail)
-            if self._partial_stderr.strip():
-                lines.append(self._partial_stderr.decode(errors="replace"))
+            if STDERR in self._partial and self._partial[STDERR][1].strip():
+                lines.append(self._partial[STDERR][1].decode(errors="replace"))
         return "\n".join(lines[-(self._stderr_tail.maxlen or len(lines)) :])
+
+
+def timestamp() -> str:
+    """The stamp of a log line: now, UTC, microseconds, fixed width (so stamps sort as strings)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Execution(Protocol):
@@ -97,6 +145,11 @@ class Execution(Protocol):
     async def stop(self, grace: float) -> None: ...
 
     async def remove(self) -> None: ...
+
+    def abandon(self) -> bool:
+        """The worker stops without settling this attempt: leave what a later life of the worker can adopt (True),
+        or end what it could not (False)."""
+        ...
 
 
 @dataclass

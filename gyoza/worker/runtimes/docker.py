@@ -3,15 +3,22 @@
 Containers run with an init process (so SIGTERM reaches the op), the CPU quota and memory limit of the run's
 constraints, only the assigned GPUs, the attempt directory at /gyoza, labels naming the run and attempt, the
 configured network, and never privileged. ``container_options`` is pure, so its rules are testable without Docker.
+
+Logs: stdout and stderr are followed live (so the uploads while an op runs show its progress) and, once the
+container exited, read back whole from the engine, stamped and by stream. The read-back is what the attempt keeps:
+a live stream can attach after a short-lived container already ended, or miss its last lines, but the engine's
+record has every byte the container wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -19,10 +26,24 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from gyoza.worker.iocontract import CONTAINER_IO_DIR, ExitStatus
-from gyoza.worker.runtimes.base import ImageMissing, LaunchFailed, LaunchSpec, LogCapture, Orphan
+from gyoza.worker.runtimes.base import (
+    STDERR,
+    STDOUT,
+    ImageMissing,
+    LaunchFailed,
+    LaunchSpec,
+    LogCapture,
+    Orphan,
+    timestamp,
+)
 
 LABEL_RUN, LABEL_ATTEMPT, LABEL_WORKER = "gyoza.run_id", "gyoza.attempt", "gyoza.worker_id"
 PULL_POLICIES = ("if-missing", "always", "never")
+STDERR_TAIL_LINES = 20
+# Every running container holds a few engine connections (its wait and two log streams): room for many at once.
+MAX_ENGINE_CONNECTIONS = 256
+_ENTRY = re.compile(rb"[^\n]*\n|[^\n]+$")
+T = TypeVar("T")
 
 
 def container_options(spec: LaunchSpec, network: str) -> dict[str, Any]:
@@ -53,27 +74,48 @@ class DockerExecution:
     def __init__(self, container: Container, logs: LogCapture) -> None:
         self.container = container
         self.logs = logs
-        self._reader = threading.Thread(target=self._read_logs, daemon=True, name=f"logs-{container.short_id}")
-        self._reader.start()
+        for stream in (STDOUT, STDERR):
+            threading.Thread(target=self._follow_logs, args=(stream,), daemon=True,
+                             name=f"logs-{stream}-{container.short_id}").start()  # fmt: skip
 
-    def _read_logs(self) -> None:
+    def _follow_logs(self, stream: str) -> None:
         try:
-            for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                self.logs.append(chunk)
+            for chunk in self._logs(stream, follow=True):
+                for stamp, data in _entries(chunk):
+                    self.logs.add(stamp, stream, data)
         except docker.errors.DockerException:
-            pass  # the container is gone; what was read is kept
+            pass  # the container is gone; the read-back after its exit decides what is kept
+
+    def _logs(self, stream: str, follow: bool, **options: Any) -> Iterable[bytes]:
+        chunks: Iterable[bytes] = self.container.logs(
+            stream=True, follow=follow, timestamps=True, stdout=stream == STDOUT, stderr=stream == STDERR, **options
+        )
+        return chunks
 
     async def wait(self) -> ExitStatus:
-        result = await asyncio.to_thread(self.container.wait)
+        result = await _in_own_thread(self.container.wait)
         await asyncio.to_thread(self.container.reload)
-        await asyncio.to_thread(self._reader.join, 5)
         state = self.container.attrs.get("State", {})
-        status = ExitStatus(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
-        if status.exit_code != 0:  # the stderr tail only explains failures: spare the call on success
-            with contextlib.suppress(docker.errors.DockerException):
-                tail = await asyncio.to_thread(self.container.logs, stdout=False, stderr=True, tail=20)
-                self.logs.set_stderr_tail(tail.decode(errors="replace").splitlines())
-        return status
+        with contextlib.suppress(docker.errors.DockerException):
+            await asyncio.to_thread(self._read_back)
+        return ExitStatus(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+
+    def _read_back(self) -> None:
+        """Replace the live capture by the engine's record of the exited container (each stream up to the limit)."""
+        entries: list[tuple[str, str, bytes]] = []
+        stderr_complete = True
+        for stream in (STDOUT, STDERR):
+            size = 0
+            for chunk in self._logs(stream, follow=False):
+                entries.extend((stamp, stream, data) for stamp, data in _entries(chunk))
+                size += len(chunk)
+                if size > self.logs.limit:
+                    stderr_complete = stream != STDERR
+                    break
+        self.logs.replace(entries)
+        if not stderr_complete:  # the error message needs the last lines, beyond the part kept
+            tail = b"".join(self._logs(STDERR, follow=False, tail=STDERR_TAIL_LINES))
+            self.logs.set_stderr_tail([data.decode(errors="replace").rstrip("\n") for _, data in _entries(tail)])
 
     async def stop(self, grace: float) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -83,10 +125,57 @@ class DockerExecution:
         with contextlib.suppress(docker.errors.NotFound):
             await asyncio.to_thread(self.container.remove, force=True)
 
+    def abandon(self) -> bool:
+        """The container keeps running (or stays exited) for the worker's next start to adopt and report."""
+        return True
+
+
+def _entries(chunk: bytes) -> list[tuple[str, bytes]]:
+    """Docker's timestamped log lines (``2025-06-01T12:00:00.123456789Z text``) as (stamp, text)."""
+    found = []
+    for match in _ENTRY.finditer(chunk):
+        raw_stamp, _, data = match.group().partition(b" ")
+        found.append((_stamp(raw_stamp), data))
+    return found
+
+
+def _stamp(raw: bytes) -> str:
+    """Docker's RFC 3339 stamp (nanoseconds, trailing zeros trimmed) in the fixed-width form of ``timestamp()``."""
+    text = raw.decode(errors="replace")
+    head, _, fraction = text.removesuffix("Z").partition(".")
+    if len(head) != 19 or not (fraction.isdigit() or not fraction):
+        return timestamp()
+    return f"{head}.{fraction[:6].ljust(6, '0')}Z"
+
+
+async def _in_own_thread(call: Callable[[], T]) -> T:
+    """Run a call that blocks as long as a container runs in a thread of its own: in the default executor (a few
+    threads) each running container would hold one, and the next launch would queue behind them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def target() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=target, daemon=True, name="container-wait").start()
+    return await future
+
 
 class DockerRuntime:
     def __init__(self, network: str = "bridge", pull: str = "if-missing") -> None:
-        self.client = docker.from_env()
+        self.client = docker.from_env(max_pool_size=MAX_ENGINE_CONNECTIONS)
         self.network = network
         self.pull = pull
 

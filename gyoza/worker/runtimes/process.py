@@ -3,19 +3,29 @@
 For development machines without Docker and for the embedded ``gyoza up`` default. NOT isolated: the op runs as the
 worker's user, sees the whole machine, and its CPU, RAM and GPU constraints are not enforced (only scheduled).
 The IO directory is passed in ``GYOZA_IO_DIR`` instead of being mounted at /gyoza.
+
+Each op runs under a small guard process (``guard.py``), the leader of a session of its own: a stop (cancel,
+timeout) signals that whole process group, SIGTERM then SIGKILL after the grace; the end of the op's main process
+ends everything it started; and the worker's death, even by ``kill -9``, kills the op and all it started, however it
+handles SIGTERM. So an op never outlives its worker to run beside its own retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import shutil
 import signal
+import sys
 from pathlib import Path
 
 from gyoza.processes import die_with_parent
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture, Orphan
+
+GUARD = Path(__file__).with_name("guard.py")
 
 
 class ProcessExecution:
@@ -35,22 +45,31 @@ class ProcessExecution:
     async def wait(self) -> ExitStatus:
         code = await self.process.wait()
         await asyncio.gather(*self._readers)
+        self.logs.close()
         return ExitStatus(exit_code=code if code >= 0 else 128 - code)
 
     async def stop(self, grace: float) -> None:
         """SIGTERM to the op's process group, then SIGKILL after ``grace`` seconds."""
         if self.process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        self._signal_group(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.process.wait(), grace)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
 
     async def remove(self) -> None:
         await self.stop(0)
+
+    def abandon(self) -> bool:
+        """A process cannot outlive its worker to be adopted: end it (and all it started) now."""
+        if self.process.returncode is None:
+            self._signal_group(signal.SIGKILL)
+        return False
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)  # the guard leads the group: its pid is the group's id
 
 
 class ProcessRuntime:
@@ -61,15 +80,22 @@ class ProcessRuntime:
         if not spec.command:
             raise LaunchFailed("the process runtime needs the op's command (the definition has none)")
         env = {**os.environ, **spec.env, "GYOZA_IO_DIR": str(spec.io_dir)}
+        executable = spec.command[0]
+        if not shutil.which(executable, path=env.get("PATH")) and not (spec.io_dir / executable).is_file():
+            raise LaunchFailed(f"cannot start {executable}: not found (on PATH, or as a path)")
         try:
+            # Forked from the event loop's thread, which lives as long as the worker: the parent-death signal is
+            # sent when the forking thread ends, not only the process.
             process = await asyncio.create_subprocess_exec(
-                *spec.command, env=env, cwd=spec.io_dir, start_new_session=True, preexec_fn=die_with_parent,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                sys.executable, "-I", "-S", str(GUARD), str(os.getpid()), *spec.command,
+                env=env, cwd=spec.io_dir, start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, signal.SIGHUP),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
         except OSError as exc:
-            raise LaunchFailed(f"cannot start {spec.command[0]}: {exc}") from None
+            raise LaunchFailed(f"cannot start {executable}: {exc}") from None
         return ProcessExecution(process, logs)
 
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
-        """Ops die with their worker (parent-death signal), so a previous life leaves nothing to adopt."""
+        """Ops die with their worker (their guard kills them), so a previous life leaves nothing to adopt."""
         return []
