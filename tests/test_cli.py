@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,12 +18,12 @@ import pytest
 
 from gyoza.client import GyozaClient
 from gyoza.schema import OpRun
+from tests.cliproc import failed, gyoza_cli, ok, spawn
 from tests.dockerimages import PYOP, require_images
 from tests.processes import API_KEY, GyozaServer, free_port
 from tests.waiting import until
 from tests.workerproc import WorkerProcess, remove_leftover_containers, start_server, unique_worker_name
 
-CLI_TIMEOUT_S = 60.0
 SPECS = {
     "n": {"type": "int"}, "x": {"type": "float"}, "flag": {"type": "bool"}, "obj": {"type": "object"},
     "arr": {"type": "array"}, "s": {"type": "string"}, "a": {"type": "any"},
@@ -65,44 +62,6 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
-
-
-def cli_env(home: Path, **gyoza_env: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
-    # Wide, colourless output: long ids and messages stay on one line, as a script would want to grep them.
-    env.update(GYOZA_DATA_DIR=str(home), TERMINAL_WIDTH="400", NO_COLOR="1", **gyoza_env)
-    return env
-
-
-def gyoza_cli(server: GyozaServer | None, home: Path, *args: str, **gyoza_env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m gyoza *args`` pointed at ``server`` through GYOZA_* env (None: no server settings at all)."""
-    if server is not None:
-        gyoza_env = {"GYOZA_SERVER_URL": server.url, "GYOZA_API_KEY": API_KEY, **gyoza_env}
-    return subprocess.run(
-        [sys.executable, "-m", "gyoza", *args], env=cli_env(home, **gyoza_env), capture_output=True, text=True,
-        timeout=CLI_TIMEOUT_S,
-    )  # fmt: skip
-
-
-def spawn(server: GyozaServer, home: Path, *args: str) -> subprocess.Popen[str]:
-    """``python -m gyoza *args`` left running (watch, tail --follow), its output piped."""
-    env = cli_env(home, GYOZA_SERVER_URL=server.url, GYOZA_API_KEY=API_KEY)
-    command = [sys.executable, "-m", "gyoza", *args]
-    return subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
-
-
-def failed(result: subprocess.CompletedProcess[str], code: int, *expected: str) -> str:
-    """Assert exit ``code``, that stderr names each ``expected`` text, and that no traceback leaked."""
-    assert result.returncode == code, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    for text in expected:
-        assert text in result.stderr, f"{text!r} not in stderr: {result.stderr}"
-    assert "Traceback" not in result.stderr + result.stdout
-    return result.stderr
 
 
 def deploy(sdk: GyozaClient, op: str, **fields: Any) -> str:

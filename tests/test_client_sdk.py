@@ -180,9 +180,9 @@ async def test_server_errors_raise_the_matching_exception(
     sync.cancel_run(run.id)
     assert sync.retry_run(run.id).current_attempt == 2
     with pytest.raises(StaleAttempt):
-        sync.post_event(run.id, WorkerEventIn(attempt=1, type="STARTED"))
+        sync.post_event(run.id, WorkerEventIn(attempt=1, worker_id="w1", type="STARTED"))
     with pytest.raises(StaleAttempt):
-        await aio.post_event(run.id, WorkerEventIn(attempt=1, type="INFO", msg="late"))
+        await aio.post_event(run.id, WorkerEventIn(attempt=1, worker_id="w1", type="INFO", msg="late"))
 
     with GyozaClient(gyoza.url, "wrong-key") as wrong, pytest.raises(Unauthorized):
         wrong.list_runs()

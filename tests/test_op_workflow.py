@@ -332,7 +332,7 @@ def test_op_test_fails_with_the_reason_a_worker_would_report(
     built_op: BuiltOp, tmp_path: Path, extra: str, reason: str, message: str
 ) -> None:
     (tmp_path / "gyoza.yml").write_text(variant(built_op, extra))
-    result = gyoza("op", "test", "-f", str(tmp_path), "-i", "name=Ada", "-i", "times=3", cwd=built_op.root)
+    result = gyoza("op", "test", "--file", str(tmp_path), "-i", "name=Ada", "-i", "times=3", cwd=built_op.root)
     assert result.returncode == 1, result.stderr
     last = stderr_lines(result)[-1]
     assert last.startswith(f"FAILED ({reason}, exit code ")
@@ -378,6 +378,6 @@ def test_deploy_refuses_changed_content_before_building_and_calls_out_a_rebuilt_
         bumped = gyoza("deploy", "-q", cwd=root, **env)
         assert bumped.returncode == 0, bumped.stderr
         assert f"Deployed {name} 0.2.0 (image gyoza/{name}:0.2.0)" in bumped.stdout
-        assert "warning" not in bumped.stderr
+        assert "warning: the image" not in bumped.stderr
     finally:
         remove_images(image, f"gyoza/{name}:0.2.0")

@@ -5,7 +5,9 @@ Exit codes scripts can rely on:
 - 0: the command did what was asked;
 - 1: the run it waited for (``run --wait``, ``runs watch``) ended FAILED or CANCELLED;
 - 2: usage error (bad flag, unparseable or unknown ``-i`` input, invalid configuration) — click's own code;
-- 3: the server said no or could not be reached (unreachable, 5xx, or a 4xx such as 404 or 400).
+- 3: the server said no or could not be reached (unreachable, 5xx, or a 4xx such as 404 or 400);
+- 4: ``--timeout`` passed before the run ended (``run --wait``, ``runs watch``); the run continues on the server;
+- 130: interrupted (Ctrl-C); a run being waited for or watched continues on the server.
 
 Server errors print the server's code and message (and each detail) on stderr, never a traceback.
 """
@@ -26,6 +28,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SERVER = 3
+EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
 
 

@@ -7,10 +7,14 @@ from typing import Annotated
 
 import typer
 
+import gyoza
 from gyoza.cli import definitions, op, runs, topics, worker, workers
 from gyoza.cli.errors import Connection
 
-app = typer.Typer(no_args_is_help=True, help="Gyoza: run containerised ops on a cluster of GPU/CPU workers.")
+# Plain (click-style) help: typer's rich help panel prints a "<bool>" type after every flag, as if it took a value.
+app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Gyoza: run containerised ops on a cluster of GPU/CPU workers."
+)
 server_app = typer.Typer(no_args_is_help=True, help="Run the Gyoza server.")
 app.add_typer(server_app, name="server")
 app.add_typer(worker.app, name="worker")
@@ -23,6 +27,12 @@ app.add_typer(workers.app, name="workers")
 app.add_typer(topics.app, name="topics")
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"gyoza {gyoza.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -30,6 +40,9 @@ def root(
         str | None, typer.Option(help="Server URL [env GYOZA_SERVER_URL, then gyoza up's config]")
     ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key [env GYOZA_API_KEY, then gyoza up's config]")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit")
+    ] = False,
 ) -> None:
     """Gyoza: run containerised ops on a cluster of GPU/CPU workers."""
     # Commands that talk to the API read these through gyoza.cli.errors.api(ctx).
@@ -76,13 +89,20 @@ def up_command(
         str | None, typer.Option(help="Worker runtime: docker or process [default: docker if an engine answers]")
     ] = None,
     network: Annotated[str, typer.Option(help="Docker network for op containers")] = "bridge",
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            help="On Ctrl-C, seconds running ops may take to finish before they are stopped and retried; "
+            "a second Ctrl-C stops at once"
+        ),
+    ] = 30.0,
 ) -> None:
     """Start a local cluster in one command: embedded NATS, the server and one worker."""
     from gyoza.cli.up import up
 
     if runtime not in (None, "docker", "process"):
         raise typer.BadParameter("must be docker or process", param_hint="--runtime")
-    up(port, data_dir, runtime, network)
+    up(port, data_dir, runtime, network, drain_timeout)
 
 
 def main() -> None:

@@ -22,8 +22,9 @@ app = typer.Typer(no_args_is_help=True, help="Scaffold, build and test ops descr
 
 EXIT_FAILED, EXIT_INVALID, EXIT_VERSION_TAKEN = 1, 2, 3
 
+# No short flag: across the CLI -f means --follow (as in tail -f).
 FileOption = Annotated[
-    Path | None, typer.Option("--file", "-f", help="gyoza.yml to use, or its directory [default: ./gyoza.yml]")
+    Path | None, typer.Option("--file", help="gyoza.yml to use, or its directory [default: ./gyoza.yml]")
 ]
 BaseImageOption = Annotated[
     str | None,
@@ -108,7 +109,8 @@ def build(
 @app.command("test")
 def test(
     inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="key=value, typed by the op's input specs (repeat)")
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="Typed by the op's input specs (repeat)"),
     ] = None,
     inputs_file: Annotated[
         Path | None, typer.Option(help="A JSON object of inputs; -i values override its keys")
@@ -185,6 +187,7 @@ def deploy(
 ) -> None:
     """Validate gyoza.yml, build the image and upsert the definition (an identical re-deploy changes nothing)."""
     from gyoza.cli.errors import api
+    from gyoza.cli.fit import warn_if_unplaceable
     from gyoza.errors import NotFound, VersionConflict
 
     opfile = load(file)
@@ -211,10 +214,12 @@ def deploy(
             client.deploy_definition(opfile.definition)
         except VersionConflict:  # deployed by someone else since the check above
             _version_taken(opfile)
-    if stored is None:
-        typer.secho(f"Deployed {opfile.name} {opfile.version} (image {opfile.image})", fg="green")
-    else:
-        typer.echo(f"{opfile.name} {opfile.version} is already deployed with this content: unchanged")
+        if stored is None:
+            typer.secho(f"Deployed {opfile.name} {opfile.version} (image {opfile.image})", fg="green")
+        else:
+            typer.echo(f"{opfile.name} {opfile.version} is already deployed with this content: unchanged")
+        definition = opfile.definition
+        warn_if_unplaceable(client, definition.constraints, definition.tags, f"{opfile.name} {opfile.version}")
     typer.echo(f"Run it:  {run_example(opfile)}")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gyoza.schema import Event, OpDefinition, OpRun, RunState, TopicEvent, WorkerView
+from gyoza.schema import TERMINAL_STATES, Event, OpDefinition, OpRun, RunState, TopicEvent, WorkerView
 
 # Piped output keeps whole ids instead of wrapping them at rich's default 80 columns.
 _PIPE_WIDTH = 240
@@ -31,6 +31,14 @@ def print_json(value: BaseModel | dict[str, Any]) -> None:
     """The API's JSON on stdout and nothing else: one indented document."""
     data = value.model_dump(mode="json") if isinstance(value, BaseModel) else {k: _plain(v) for k, v in value.items()}
     typer.echo(json.dumps(data, indent=2))
+
+
+def print_json_list(items: Iterable[BaseModel]) -> None:
+    """The API's list shape ``{"object": "list", "data": [...], "has_more": false}``, written as items arrive."""
+    typer.echo('{"object": "list", "data": [', nl=False)
+    for n, item in enumerate(items):
+        typer.echo(("," if n else "") + "\n  " + item.model_dump_json(), nl=False)
+    typer.echo('\n], "has_more": false}')
 
 
 def json_line(value: BaseModel) -> str:
@@ -108,11 +116,32 @@ def run_op(run: OpRun) -> str:
     return f"{run.op_definition}:{run.definition_version}" if run.op_definition else run.image
 
 
+CANCEL_PENDING = "cancel requested, waiting for the worker to stop it"
+
+
+def cancel_pending(run: OpRun) -> bool:
+    """A cancel was asked for but the worker has not stopped the run yet (it is still RUNNING)."""
+    return run.cancel_requested and run.state not in TERMINAL_STATES
+
+
+def waiting_status(run: OpRun) -> str:
+    """What someone waiting on an unfinished run should know: a pending cancel, or why it is not placed yet."""
+    if cancel_pending(run):
+        return CANCEL_PENDING
+    if run.state == RunState.PENDING:
+        return f"{run.state_reason.code.value}: {run.state_reason.message}"
+    return ""
+
+
+def run_state(run: OpRun) -> Text:
+    return state(run.state) + (" (cancel requested)" if cancel_pending(run) else "")
+
+
 def runs_table(runs: Iterable[OpRun]) -> Table:
     table = _table("ID", "OP", "STATE", "REASON", "PROGRESS", "ATTEMPT", "WORKER", "CREATED")
     for r in runs:
         _row(
-            table, r.id, run_op(r), state(r.state), r.state_reason.code.value, f"{r.progress}%", str(r.current_attempt),
+            table, r.id, run_op(r), run_state(r), r.state_reason.code.value, f"{r.progress}%", str(r.current_attempt),
             r.worker_id or "-", when(r.created_at),
         )  # fmt: skip
     return table
@@ -123,6 +152,8 @@ def run_detail(run: OpRun) -> Table:
     _row(table, "id", run.id)
     _row(table, "op", run_op(run))
     _row(table, "state", state(run.state) + f" ({run.state_reason.code.value}) {run.state_reason.message}")
+    if cancel_pending(run):
+        _row(table, "cancel", CANCEL_PENDING)
     _row(table, "progress", f"{run.progress}%")
     _row(table, "attempt", str(run.current_attempt))
     _row(table, "priority", str(run.priority))
@@ -143,6 +174,11 @@ def workers_table(workers: Iterable[WorkerView]) -> Table:
             str(len(w.gpus)), str(len(w.running)), ", ".join(w.tags) or "-", when(w.last_heartbeat),
         )  # fmt: skip
     return table
+
+
+def status_line(run: OpRun, status: str) -> str:
+    """A change in why the run waits, aligned with ``event_line``: now, attempt, state and the status."""
+    return f"{clock(datetime.now(UTC))}  #{run.current_attempt} {run.state.value:<10} {status}"
 
 
 def event_line(event: Event) -> str:

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from gyoza.cli import render
-from gyoza.cli.errors import EXIT_RUN_FAILED, api
+from gyoza.cli.errors import api
+from gyoza.cli.fit import warn_if_unplaceable
+from gyoza.cli.follow import detachable, exit_for, finish, follow, follow_with_bar
 from gyoza.client import GyozaClient
-from gyoza.schema import TERMINAL_STATES, Event, EventType, InputSpec, OpRun, RunListQuery, RunState, ValueType
+from gyoza.schema import Event, InputSpec, OpRun, RunListQuery, RunState, ValueType
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel, retry and follow runs.")
 
-POLL_S = 0.25
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON (nothing else on stdout)")]
 RunId = Annotated[str, typer.Argument(help="Run id")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0, metavar="SECONDS", help="Stop waiting after this long (exit 4); the run continues on the server"
+    ),
+]
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
@@ -94,62 +98,6 @@ def parse_inputs(specs: Mapping[str, InputSpec], pairs: list[str]) -> dict[str, 
     return inputs
 
 
-# --- following a run -------------------------------------------------------------------------------------------------
-
-
-def follow(client: GyozaClient, run_id: str, on_event: Callable[[Event], None]) -> OpRun:
-    """Feed every event of the run (from the first) to ``on_event`` until the run is terminal; return the run."""
-    after = 0
-    while True:
-        run = client.get_run(run_id)
-        # Read after the run: a state and its event are written together, so the terminal event is in this page.
-        for event in client.run_events(run_id, after):
-            on_event(event)
-            after = event.id
-        if run.state in TERMINAL_STATES:
-            return run
-        time.sleep(POLL_S)
-
-
-def follow_with_bar(client: GyozaClient, run: OpRun) -> OpRun:
-    """A live progress bar on stderr, INFO lines above it, until the run is terminal."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=render.console(stderr=True)) as bar:
-        task = bar.add_task(f"{run.id[:8]} {run.state.value}", total=100, completed=run.progress)
-
-        def show(event: Event) -> None:
-            if event.type == EventType.PROGRESS and isinstance(event.msg, int):
-                bar.update(task, completed=event.msg)
-            elif event.type in (EventType.INFO, EventType.ERROR, EventType.RETRIED, EventType.UNASSIGNED):
-                bar.console.print(Text(f"  {event.type.value.lower()}: {event.msg}"))
-            if event.type == EventType.RETRIED:
-                bar.update(task, completed=0)
-            bar.update(task, description=f"{run.id[:8]} {event.state.value}")
-
-        return follow(client, run.id, show)
-
-
-def finish(run: OpRun) -> None:
-    """Outputs on stdout (exit 0), or the reason on stderr (exit 1)."""
-    if run.state == RunState.COMPLETED:
-        typer.echo(json.dumps(run.outputs, indent=2))
-        return
-    reason = run.state_reason
-    typer.secho(f"run {run.id} {run.state.value}: {reason.code.value}: {reason.message}", err=True, fg="red")
-    raise typer.Exit(EXIT_RUN_FAILED)
-
-
-def exit_for(run: OpRun) -> None:
-    if run.state != RunState.COMPLETED:
-        raise typer.Exit(EXIT_RUN_FAILED)
-
-
 # --- gyoza run -------------------------------------------------------------------------------------------------------
 
 
@@ -157,21 +105,26 @@ def run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Definition name")],
     inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="key=value, typed by the op's input specs (repeat)")
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="KEY=VALUE", help="Typed by the op's input specs (repeat)"),
     ] = None,
     priority: Annotated[int | None, typer.Option(min=0, max=100, help="0-100, higher runs first [default 5]")] = None,
     version: Annotated[str | None, typer.Option(help="Definition version (default: the latest)")] = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Show live progress until the run ends, then its outputs")
+        bool, typer.Option("--wait", help="Show live progress (and why the run waits) until it ends, then its outputs")
     ] = False,
+    timeout: TimeoutOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Start a run of a deployed op. Without --wait prints the run id; with --wait exits 1 if the run fails."""
+    if timeout is not None and not wait:
+        raise typer.BadParameter("needs --wait", param_hint="'--timeout'")
     with api(ctx) as client:
         definition = client.get_definition(name, version)
         values = parse_inputs(definition.input_specs, inputs or [])
         # Pin the version whose specs typed the inputs, so a concurrent deploy cannot change their meaning.
         created = client.create_run(name, values, priority, definition.version)
+        warn_if_unplaceable(client, created.constraints, created.tags, f"run {created.id}")
         if not wait:
             if as_json:
                 render.print_json(created)
@@ -179,14 +132,20 @@ def run(
                 typer.echo(created.id)
                 typer.echo(f"follow it with: gyoza runs watch {created.id}", err=True)
             return
-        if as_json:
-            final = follow(client, created.id, lambda event: None)
-            render.print_json(final)
-            exit_for(final)
-            return
-        typer.echo(f"run {created.id} ({render.run_op(created)})", err=True)
-        final = follow_with_bar(client, created)
+        with detachable(created.id, as_json):
+            if as_json:
+                final = follow(client, created.id, lambda event: None, _status_to_stderr, timeout)
+                render.print_json(final)
+                exit_for(final)
+                return
+            typer.echo(f"run {created.id} ({render.run_op(created)})", err=True)
+            final = follow_with_bar(client, created, timeout)
     finish(final)
+
+
+def _status_to_stderr(run: OpRun, status: str) -> None:
+    # With --json stdout holds only JSON; why the run waits still reaches the person at the terminal.
+    typer.echo(render.status_line(run, status), err=True)
 
 
 # --- gyoza runs ... --------------------------------------------------------------------------------------------------
@@ -199,19 +158,47 @@ def list_runs(
         list[RunState] | None, typer.Option(case_sensitive=False, help="Only runs in this state (repeat for several)")
     ] = None,
     op: Annotated[str | None, typer.Option(help="Only runs of this definition")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100, help="At most this many runs")] = 10,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=100, help="At most this many runs [default 10]; with --all the page size")
+    ] = None,
+    starting_after: Annotated[
+        str | None, typer.Option(metavar="RUN_ID", help="The page after this run (older runs): next-page cursor")
+    ] = None,
+    ending_before: Annotated[
+        str | None, typer.Option(metavar="RUN_ID", help="The page before this run (newer runs): previous-page cursor")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every matching run, following the cursors page by page (100 a page)")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Runs, newest first."""
-    query = RunListQuery(state=state or None, op_definition=op, limit=limit)
+    """Runs, newest first (with --ending-before and --all: oldest first, from that run on)."""
+    if starting_after and ending_before:
+        raise typer.BadParameter("use --starting-after or --ending-before, not both", param_hint="'--ending-before'")
+    size = limit or (100 if every else 10)
+    query = RunListQuery(
+        state=state or None, op_definition=op, limit=size, starting_after=starting_after, ending_before=ending_before
+    )
     with api(ctx) as client:
+        if every:
+            _list_every_run(client, query, as_json)
+            return
         page = client.list_runs(query)
     if as_json:
         render.print_json(page)
         return
     render.console().print(render.runs_table(page.data))
-    if page.has_more:
-        typer.echo("(more runs exist: raise --limit, max 100, or filter with --state/--op)", err=True)
+    if page.has_more and page.data:
+        cursor = ("--ending-before", page.data[0].id) if ending_before else ("--starting-after", page.data[-1].id)
+        typer.echo(f"(more runs exist: the next page with {cursor[0]} {cursor[1]}, or all with --all)", err=True)
+
+
+def _list_every_run(client: GyozaClient, query: RunListQuery, as_json: bool) -> None:
+    runs = client.iter_runs(query)
+    if as_json:
+        render.print_json_list(runs)  # written page by page, so a script can read a long list as it comes
+    else:
+        render.console().print(render.runs_table(list(runs)))
 
 
 @app.command("get")
@@ -233,7 +220,7 @@ def cancel_run(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> 
     if as_json:
         render.print_json(changed)
     else:
-        note = " (cancel requested; the worker stops it)" if changed.state == RunState.RUNNING else ""
+        note = f" ({render.CANCEL_PENDING})" if render.cancel_pending(changed) else ""
         typer.echo(f"run {changed.id} {changed.state.value}{note}")
 
 
@@ -269,11 +256,20 @@ def logs(
 def watch(
     ctx: typer.Context,
     run_id: RunId,
+    timeout: TimeoutOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print each event as one JSON line")] = False,
 ) -> None:
-    """Follow a run live (state changes, progress, INFO lines) until it ends; exit 1 if it failed or was cancelled."""
-    with api(ctx) as client:
-        final = follow(client, run_id, lambda e: typer.echo(render.json_line(e) if as_json else render.event_line(e)))
+    """Follow a run live (state changes, why it waits, progress, INFO lines) until it ends; exit 1 if it failed or
+    was cancelled."""
+
+    def event(e: Event) -> None:
+        typer.echo(render.json_line(e) if as_json else render.event_line(e))
+
+    def status(run: OpRun, text: str) -> None:
+        typer.echo(render.status_line(run, text), err=as_json)
+
+    with api(ctx) as client, detachable(run_id):
+        final = follow(client, run_id, event, status, timeout)
     if not as_json:
         if final.state == RunState.COMPLETED:
             typer.echo(f"outputs: {json.dumps(final.outputs)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -89,6 +89,16 @@ class AsyncGyozaClient:
         """Runs newest first; filter with a ``RunListQuery`` or its fields (``state=["FAILED"], limit=50``)."""
         return await self._send(_calls.list_runs(query or RunListQuery(**fields)))
 
+    async def iter_runs(self, query: RunListQuery | None = None, **fields: Any) -> AsyncIterator[OpRun]:
+        """Every run ``list_runs`` would page through, following the cursors: newest first from the start or
+        ``starting_after``; from ``ending_before`` onward, oldest first. ``limit`` is the page size."""
+        current: RunListQuery | None = query or RunListQuery(**fields)
+        while current is not None:
+            page = await self.list_runs(current)
+            for run in reversed(page.data) if current.ending_before is not None else page.data:
+                yield run
+            current = _calls.next_page(current, page)
+
     async def get_run(self, run_id: str) -> OpRun:
         return await self._send(_calls.get_run(run_id))
 
@@ -139,5 +149,5 @@ class AsyncGyozaClient:
     async def post_event(self, run_id: str, event: WorkerEventIn) -> OpRun:
         return await self._send(_calls.post_event(run_id, event))
 
-    async def upload_logs(self, run_id: str, attempt: int, text: bytes) -> None:
-        await self._send(_calls.upload_logs(run_id, attempt, text))
+    async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
+        await self._send(_calls.upload_logs(run_id, attempt, text, worker_id))

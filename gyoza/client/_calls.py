@@ -148,6 +148,15 @@ def list_runs(query: RunListQuery) -> Call[RunList]:
     return Call("GET", "/runs", _model(RunList), params=query.to_params())
 
 
+def next_page(query: RunListQuery, page: RunList) -> RunListQuery | None:
+    """The query for the page after ``page``, onward in the direction ``query`` reads; None after the last page."""
+    if not page.has_more or not page.data:
+        return None
+    if query.ending_before is not None:  # towards newer runs: the page's newest run is the next cursor
+        return query.model_copy(update={"ending_before": page.data[0].id})
+    return query.model_copy(update={"starting_after": page.data[-1].id})
+
+
 def get_run(run_id: str) -> Call[OpRun]:
     return Call("GET", f"/runs/{run_id}", _model(OpRun))
 
@@ -210,8 +219,9 @@ def post_event(run_id: str, event: WorkerEventIn) -> Call[OpRun]:
     return Call("POST", f"/runs/{run_id}/events", _model(OpRun), json=event.model_dump(mode="json"))
 
 
-def upload_logs(run_id: str, attempt: int, text: bytes) -> Call[None]:
+def upload_logs(run_id: str, attempt: int, text: bytes, worker_id: str) -> Call[None]:
+    """Only the worker holding the attempt may upload its logs: the server checks ``worker_id`` like an event's."""
     return Call(
-        "PUT", f"/runs/{run_id}/logs", _nothing, params={"attempt": attempt}, content=text,
+        "PUT", f"/runs/{run_id}/logs", _nothing, params={"attempt": attempt, "worker_id": worker_id}, content=text,
         headers={"Content-Type": "text/plain; charset=utf-8"},
     )  # fmt: skip
