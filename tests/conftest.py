@@ -6,7 +6,10 @@ cluster. Tests that restart or kill servers start their own (``GyozaServer``) in
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -63,3 +66,18 @@ def unique_name() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "gyoza"
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The wheel ``pip wheel`` builds from this checkout (built once per session: it takes seconds)."""
+    out = tmp_path_factory.mktemp("wheel")
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(root)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("gyoza-*.whl")
+    return zipfile.ZipFile(built)
