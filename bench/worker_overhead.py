@@ -32,7 +32,8 @@ from typing import Any
 
 from bench.common import API_KEY, Outcome, latency_summary, ms, stack, until
 from gyoza.client import AsyncGyozaClient
-from gyoza.worker.iocontract import CONTAINER_IO_DIR, AttemptDir
+from gyoza.op._contract import CONTAINER_IO_DIR
+from gyoza.worker.iocontract import AttemptDir
 
 IMAGE = "gyoza-test/pyop:latest"
 COMMAND = ["ops:echo"]

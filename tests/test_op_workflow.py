@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -338,6 +339,55 @@ def test_op_test_fails_with_the_reason_a_worker_would_report(
     assert last.startswith(f"FAILED ({reason}, exit code ")
     assert message in last
     assert result.stdout == ""
+
+
+def test_op_test_refuses_outputs_a_worker_could_not_report(built_op: BuiltOp, tmp_path: Path) -> None:
+    # collections:Counter returns its keyword arguments as a dict: outputs as large as the inputs given.
+    (tmp_path / "gyoza.yml").write_text(variant(built_op, 'command: ["collections:Counter"]\n'))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"name": "x" * 1_100_000, "times": 1}))
+    result = gyoza("op", "test", "--file", str(tmp_path), "--inputs-file", str(inputs), cwd=built_op.root)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = stderr_lines(result)[-1]
+    assert last.startswith("FAILED (OUTPUT_TOO_LARGE, exit code 0) after ")
+    assert "over the limit of 1,048,576 bytes (1 MiB)" in last
+    assert result.stdout == ""
+
+
+def test_ctrl_c_stops_the_op_test_container_and_leaves_nothing(built_op: BuiltOp) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
+    command = [sys.executable, "-m", "gyoza", "op", "test", "-i", "name=Ada", "-i", "times=100"]
+    with subprocess.Popen(command, cwd=built_op.root, env=clean, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stderr is not None
+        for line in process.stderr:  # the op is running once it reported its first event
+            if line.startswith("info     greeting Ada"):
+                break
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=CLI_TIMEOUT_S) == 130, rest
+    assert "CANCELLED after " in rest and "the container was stopped" in rest
+    with docker_client() as client:
+        assert client.containers.list(all=True, filters={"label": "gyoza.worker_id=gyoza-op-test"}) == []
+
+
+async def test_an_engine_error_during_op_test_leaves_no_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gyoza.opfile.trial import TRIAL_WORKER_ID, run_trial
+    from gyoza.schema import OpDefinitionIn
+    from gyoza.worker.runtimes.docker import DockerExecution
+
+    require_images(PYTHON)
+
+    async def engine_goes_away(self: DockerExecution) -> None:
+        raise RuntimeError("the engine went away")
+
+    monkeypatch.setattr(DockerExecution, "wait", engine_goes_away)
+    definition = OpDefinitionIn.model_validate(
+        {"name": "sleepy", "version": "1", "image": PYTHON, "command": ["sleep", "60"]}
+    )
+    with pytest.raises(RuntimeError, match="the engine went away"):
+        await run_trial(definition, {}, "none", lambda kind, msg: None)
+    with docker_client() as client:
+        assert client.containers.list(all=True, filters={"label": f"gyoza.worker_id={TRIAL_WORKER_ID}"}) == []
 
 
 def test_deploy_refuses_changed_content_before_building_and_calls_out_a_rebuilt_tag(

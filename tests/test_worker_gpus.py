@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from gyoza.schema import Assignment, Constraints
-from gyoza.worker.attempt import AttemptRunner, AttemptSettings
+from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture
 from gyoza.worker.runtimes.docker import container_options
+from gyoza.worker.settings import WorkerSettings
 from tests.dockerimages import PYOP
 from tests.simworker import Cluster, wait_run
 from tests.waiting import until
@@ -123,7 +124,7 @@ async def test_attempt_asks_for_exactly_the_assigned_gpus(tmp_path: Path) -> Non
         constraints=Constraints(vram_mb=20000), gpu_ids=[1], timeout_seconds=None, op_definition="op",
         definition_version="1", output_specs=None,
     )  # fmt: skip
-    settings = AttemptSettings("w-gpu", tmp_path, stop_grace_s=1, log_limit=1024, container_io_dir="/gyoza")
+    settings = WorkerSettings(work_dir=tmp_path, name="w-gpu", stop_grace=1, log_limit=1024, runtime="docker")
     runtime, client = RecordingRuntime(), RecordingClient()
     await AttemptRunner(assignment, settings, client, runtime).run()  # type: ignore[arg-type]
 

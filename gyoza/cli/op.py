@@ -137,8 +137,9 @@ def test(
 def _run_trial(opfile: OpFile, inputs: dict[str, Any], network: str) -> None:
     import docker.errors
 
+    from gyoza.cli.errors import EXIT_INTERRUPTED
     from gyoza.opfile.trial import run_trial
-    from gyoza.worker.runtimes.base import ImageMissing, LaunchFailed
+    from gyoza.schema import FailureReason
 
     def on_event(kind: str, msg: str | int) -> None:
         typer.echo(f"progress {msg:>3}%" if kind == "PROGRESS" else f"info     {msg}", err=True)
@@ -146,22 +147,23 @@ def _run_trial(opfile: OpFile, inputs: dict[str, Any], network: str) -> None:
     typer.echo(f"Running {opfile.image} with inputs {json.dumps(inputs)}", err=True)
     try:
         result = asyncio.run(run_trial(opfile.definition, inputs, network, on_event))
-    except ImageMissing:
-        fail(f"image {opfile.image} is not on this machine: build it first with `gyoza op build`")
-    except LaunchFailed as exc:
-        fail(str(exc))
     except docker.errors.DockerException as exc:
         fail(f"cannot run the container: {exc}")
-    outcome = result.outcome
-    if outcome.type != "COMPLETED":
+    if result.reason == FailureReason.IMAGE_NOT_FOUND:
+        fail(f"image {opfile.image} is not on this machine: build it first with `gyoza op build`")
+    if result.reason == FailureReason.CONTAINER_ERROR:
+        fail(result.error)
+    if result.type == "CANCELLED":
+        fail(f"CANCELLED after {result.duration_s:.1f} s: the container was stopped", EXIT_INTERRUPTED)
+    if result.type != "COMPLETED":
         if result.logs.strip():
             typer.echo("--- container output ---", err=True)
             typer.echo(result.logs.rstrip("\n"), err=True)
             typer.echo("---", err=True)
-        reason = outcome.reason.value if outcome.reason else outcome.type
-        fail(f"FAILED ({reason}, exit code {outcome.exit_code}) after {result.duration_s:.1f} s: {outcome.error}")
+        reason = result.reason.value if result.reason else result.type
+        fail(f"FAILED ({reason}, exit code {result.exit_code}) after {result.duration_s:.1f} s: {result.error}")
     typer.secho(f"COMPLETED in {result.duration_s:.1f} s", fg="green", err=True)
-    typer.echo(json.dumps(outcome.outputs, indent=2, ensure_ascii=False))
+    typer.echo(json.dumps(result.outputs, indent=2, ensure_ascii=False))
 
 
 def _read_inputs_file(path: Path | None) -> dict[str, Any]:

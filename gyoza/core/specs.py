@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gyoza.schema import InputSpec, OutputSpec, ValueType
+from gyoza.schema import FailureReason, InputSpec, OutputSpec, ValueType
 
 Problem = dict[str, str]
 
@@ -95,14 +95,30 @@ def resolve_inputs(inputs: Mapping[str, Any], specs: Mapping[str, InputSpec]) ->
 
 def output_problems(outputs: Mapping[str, Any], specs: Mapping[str, OutputSpec]) -> list[Problem]:
     """Problems of an op's outputs against its output specs (unknown extra outputs are allowed)."""
-    problems: list[Problem] = []
+    return [problem for problem, _ in _checked_outputs(outputs, specs)]
+
+
+def output_failure(outputs: Mapping[str, Any], specs: Mapping[str, OutputSpec]) -> tuple[FailureReason, str] | None:
+    """Why outputs fail their specs, as the attempt's failure: ``OUTPUT_MISSING`` when every problem is a required
+    output left out, else ``OUTPUT_INVALID``, with the message; None when they pass."""
+    checked = _checked_outputs(outputs, specs)
+    if not checked:
+        return None
+    reason = FailureReason.OUTPUT_MISSING if all(missing for _, missing in checked) else FailureReason.OUTPUT_INVALID
+    summary = "; ".join(f"{problem['field']}: {problem['problem']}" for problem, _ in checked)
+    return reason, f"outputs do not match output_specs: {summary}"
+
+
+def _checked_outputs(outputs: Mapping[str, Any], specs: Mapping[str, OutputSpec]) -> list[tuple[Problem, bool]]:
+    """Each problem, in spec order, with whether it is a required output that is missing."""
+    problems: list[tuple[Problem, bool]] = []
     for name, spec in specs.items():
         field = f"outputs.{name}"
         if name not in outputs:
             if spec.required:
-                problems.append({"field": field, "problem": "required output is missing"})
+                problems.append(({"field": field, "problem": "required output is missing"}, True))
             continue
         problem = type_problem(outputs[name], spec.type)
         if problem:
-            problems.append({"field": field, "problem": problem})
+            problems.append(({"field": field, "problem": problem}, False))
     return problems

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from gyoza.core.specs import output_problems
+from gyoza.core.specs import output_failure
 from gyoza.errors import InvalidRequest, InvalidTransition, StaleAttempt
 from gyoza.schema import (
     Attempt,
@@ -254,12 +254,9 @@ def _on_completed(record: RunRecord, event: WorkerEventIn, now: datetime) -> Run
     if record.state == S.COMPLETED:
         return None
     payload = _parse(CompletedPayload, event.payload)
-    problems = output_problems(payload.outputs, record.output_specs or {})
-    if problems:
-        only_missing = all(p["problem"] == "required output is missing" for p in problems)
-        reason = FailureReason.OUTPUT_MISSING if only_missing else FailureReason.OUTPUT_INVALID
-        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-        return fail(record, reason, f"outputs do not match output_specs: {summary}", payload.exit_code, now)
+    failure = output_failure(payload.outputs, record.output_specs or {})
+    if failure is not None:
+        return fail(record, *failure, payload.exit_code, now)
     attempt = record.current
     _move(attempt, S.COMPLETED, ReasonCode.SUCCEEDED, "completed")
     attempt.outputs, attempt.exit_code, attempt.finished_at, attempt.progress = payload.outputs, 0, now, 100

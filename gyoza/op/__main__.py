@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from gyoza.op._contract import OP_MODULE_VAR
 from gyoza.op._runner import report_failure, run_attempt
 
 USAGE = "usage: python -m gyoza.op module:function  (or a bare function name with GYOZA_OP_MODULE set)"
@@ -22,9 +23,9 @@ def resolve(target: str) -> Callable[..., Any]:
     """The function named by ``module:function`` (or by ``function`` in ``$GYOZA_OP_MODULE``)."""
     module_name, separator, function_name = target.partition(":")
     if not separator:
-        module_name, function_name = os.environ.get("GYOZA_OP_MODULE", ""), target
+        module_name, function_name = os.environ.get(OP_MODULE_VAR, ""), target
         if not module_name:
-            raise ValueError(f"expected module:function, got {target!r} (and GYOZA_OP_MODULE is not set)")
+            raise ValueError(f"expected module:function, got {target!r} (and {OP_MODULE_VAR} is not set)")
     module = importlib.import_module(module_name)
     func = getattr(module, function_name, None)
     if not callable(func):

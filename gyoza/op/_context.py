@@ -6,12 +6,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_IO_DIR = "/gyoza"
+from gyoza.op._contract import (
+    ATTEMPT_VAR,
+    CONTAINER_IO_DIR,
+    IO_DIR_VAR,
+    OP_NAME_VAR,
+    OP_VERSION_VAR,
+    RUN_ID_VAR,
+    read_gpu_ids,
+)
 
 
 def io_dir() -> Path:
     """The attempt's IO directory: ``$GYOZA_IO_DIR``, or ``/gyoza`` where the worker mounts it in a container."""
-    return Path(os.environ.get("GYOZA_IO_DIR") or DEFAULT_IO_DIR)
+    return Path(os.environ.get(IO_DIR_VAR) or CONTAINER_IO_DIR)
 
 
 @dataclass(frozen=True)
@@ -30,22 +38,14 @@ def _optional(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def _parse_gpu_ids(raw: str) -> tuple[int, ...]:
-    # The worker writes the assigned device indexes comma-separated ("0,2"); empty means no GPU.
-    try:
-        return tuple(int(part) for part in raw.split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"GYOZA_GPU_IDS must be comma-separated GPU indexes, got {raw!r}") from None
-
-
 def context() -> Context:
     """Read the attempt's context from the environment (cheap; call it whenever needed)."""
-    attempt = _optional("GYOZA_ATTEMPT")
+    attempt = _optional(ATTEMPT_VAR)
     return Context(
         io_dir=io_dir(),
-        run_id=_optional("GYOZA_RUN_ID"),
+        run_id=_optional(RUN_ID_VAR),
         attempt=int(attempt) if attempt is not None else None,
-        op_name=_optional("GYOZA_OP_NAME"),
-        op_version=_optional("GYOZA_OP_VERSION"),
-        gpu_ids=_parse_gpu_ids(os.environ.get("GYOZA_GPU_IDS", "")),
+        op_name=_optional(OP_NAME_VAR),
+        op_version=_optional(OP_VERSION_VAR),
+        gpu_ids=read_gpu_ids(),
     )

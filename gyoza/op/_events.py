@@ -10,8 +10,7 @@ import threading
 from typing import Any
 
 from gyoza.op._context import io_dir
-
-EVENTS_FILE = "events.jsonl"
+from gyoza.op._contract import EVENTS_FILE
 
 _lock = threading.Lock()
 

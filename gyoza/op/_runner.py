@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from gyoza.op._context import io_dir
+from gyoza.op._contract import ERROR_FILE, INPUTS_FILE, OUTPUTS_FILE
 from gyoza.op._convert import InputError, bind_inputs, json_type
-
-INPUTS_FILE = "inputs.json"
-OUTPUTS_FILE = "outputs.json"
-ERROR_FILE = "error.json"
 
 F = TypeVar("F", bound=Callable[..., Any])
 

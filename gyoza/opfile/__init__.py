@@ -5,17 +5,7 @@ Loading reports every problem at once, one line each, naming the field path::
     gyoza.yml: input_specs.top_k.type: unknown type 'integer' (expected one of string, int, float, ...)
 """
 
-from gyoza.opfile.load import OpFileError, display_path, find_opfile, load_opfile, parse_opfile
-from gyoza.opfile.model import OPFILE_NAME, BuildSpec, OpFile, default_image
+from gyoza.opfile.load import OpFileError, display_path, load_opfile
+from gyoza.opfile.model import OpFile
 
-__all__ = [
-    "OPFILE_NAME",
-    "BuildSpec",
-    "OpFile",
-    "OpFileError",
-    "default_image",
-    "display_path",
-    "find_opfile",
-    "load_opfile",
-    "parse_opfile",
-]
+__all__ = ["OpFile", "OpFileError", "display_path", "load_opfile"]

@@ -1,29 +1,30 @@
-"""``gyoza op test``: run an op's image once, locally, through the IO contract — no server, no worker.
+"""``gyoza op test``: run an op's image once, locally — no server, no worker process.
 
-It uses the worker's own pieces (the Docker runtime, the attempt directory and how it decides the outcome), so an
-op that passes here behaves the same on a worker: same mounts, environment, limits and output rules.
+It drives the worker's own attempt runner (``gyoza.worker.attempt``) with a reporter that stands in for the server:
+the same IO contract, mounts, environment, limits, event tailing, timeout and outcome as on a worker, and the
+outputs checked against the output specs by the server's own rule (``gyoza.core.specs.output_failure``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gyoza.core.specs import output_problems
-from gyoza.schema import FailureReason, OpDefinitionIn
-from gyoza.worker.iocontract import CONTAINER_IO_DIR, AttemptDir, ExitStatus, Outcome, parse_event_line
-from gyoza.worker.runtimes.base import Execution, LaunchSpec, LogCapture
+from gyoza.core.specs import output_failure
+from gyoza.schema import Assignment, FailureReason, OpDefinitionIn, OutputSpec, WorkerEventIn
+from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.runtimes.docker import DockerRuntime
+from gyoza.worker.settings import WorkerSettings
 
 TRIAL_WORKER_ID = "gyoza-op-test"
-EVENTS_POLL_S = 0.05
 STOP_GRACE_S = 5.0
 
 EventSink = Callable[[str, "str | int"], None]
@@ -31,94 +32,89 @@ EventSink = Callable[[str, "str | int"], None]
 
 @dataclass(frozen=True)
 class TrialResult:
-    outcome: Outcome
+    type: str  # COMPLETED, FAILED or CANCELLED
+    outputs: dict[str, Any]
+    reason: FailureReason | None
+    error: str
+    exit_code: int | None
     logs: str
     duration_s: float
+
+
+class TerminalReporter:
+    """Takes an attempt's reports in place of the server: PROGRESS and INFO go to ``on_event`` as they come; the
+    final report and the logs are kept, and a COMPLETED whose outputs break the output specs becomes the failure
+    the server would make of it."""
+
+    def __init__(self, output_specs: Mapping[str, OutputSpec], on_event: EventSink) -> None:
+        self.output_specs = output_specs
+        self.on_event = on_event
+        self.began = self.started = time.monotonic()
+        self.final: TrialResult | None = None
+        self.logs = b""
+
+    async def post_event(self, run_id: str, event: WorkerEventIn) -> None:
+        if event.type in ("PROGRESS", "INFO"):
+            self.on_event(event.type, event.msg)
+        elif event.type == "STARTED":
+            self.started = time.monotonic()
+        elif event.type in ("COMPLETED", "FAILED", "CANCELLED"):
+            self.final = self._result(event)
+
+    async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
+        self.logs = text
+
+    def _result(self, event: WorkerEventIn) -> TrialResult:
+        payload = event.payload
+        outputs: dict[str, Any] = payload.get("outputs") or {}
+        reason = FailureReason(payload["reason"]) if "reason" in payload else None
+        error = str(payload.get("error", ""))
+        kind = event.type
+        failure = output_failure(outputs, self.output_specs) if kind == "COMPLETED" else None
+        if failure is not None:
+            kind, (reason, error) = "FAILED", failure
+        duration = time.monotonic() - self.started
+        logs = self.logs.decode(errors="replace")
+        return TrialResult(kind, outputs, reason, error, payload.get("exit_code"), logs, duration)
 
 
 async def run_trial(
     definition: OpDefinitionIn, inputs: dict[str, Any], network: str, on_event: EventSink
 ) -> TrialResult:
-    """Run one attempt of ``definition`` with ``inputs`` (already checked against its input specs)."""
+    """Run one attempt of ``definition`` with ``inputs`` (already checked against its input specs); Ctrl-C stops
+    the container and ends it CANCELLED."""
     runtime = DockerRuntime(network=network, pull="never")
-    await runtime.ensure_image(definition.image)
-    run_id = f"op-test-{uuid.uuid4().hex[:12]}"
+    reporter = TerminalReporter(definition.output_specs or {}, on_event)
+    assignment = Assignment(
+        run_id=f"op-test-{uuid.uuid4().hex[:12]}", attempt=1, image=definition.image, command=definition.command,
+        inputs=inputs, env=definition.env, constraints=definition.constraints, gpu_ids=[],
+        timeout_seconds=definition.timeout_seconds, op_definition=definition.name,
+        definition_version=definition.version, output_specs=definition.output_specs,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="gyoza-op-test-", ignore_cleanup_errors=True) as work_dir:
-        attempt_dir = AttemptDir(Path(work_dir), run_id, 1)
-        attempt_dir.prepare(inputs)
-        env = {
-            **definition.env,
-            "GYOZA_RUN_ID": run_id,
-            "GYOZA_ATTEMPT": "1",
-            "GYOZA_OP_NAME": definition.name,
-            "GYOZA_OP_VERSION": definition.version,
-            "GYOZA_GPU_IDS": "",
-            "GYOZA_IO_DIR": CONTAINER_IO_DIR,
-        }
-        spec = LaunchSpec(
-            run_id=run_id, attempt=1, worker_id=TRIAL_WORKER_ID, image=definition.image, command=definition.command,
-            env=env, cpu=definition.constraints.cpu, ram_mb=definition.constraints.ram_mb, gpu_ids=[],
-            io_dir=attempt_dir.path,
-        )  # fmt: skip
-        logs = LogCapture()
-        started = time.monotonic()
-        execution = await runtime.launch(spec, logs)
+        settings = WorkerSettings(
+            work_dir=Path(work_dir), name=TRIAL_WORKER_ID, network=network, pull="never", stop_grace=STOP_GRACE_S
+        )
+        runner = AttemptRunner(assignment, settings, reporter, runtime)
         try:
-            status = await _follow(execution, attempt_dir.events_file, definition.timeout_seconds, on_event)
+            with _on_interrupt(runner.cancel):
+                await runner.run()
         finally:
-            await execution.remove()
-        outcome = attempt_dir.outcome(status, logs.stderr_tail())
-        duration = time.monotonic() - started
-    return TrialResult(_check_outputs(outcome, definition), logs.text().decode(errors="replace"), duration)
+            if runner.kept_for_adoption:  # an error cut the attempt short, and no later worker adopts it
+                with contextlib.suppress(Exception):
+                    for orphan in await runtime.orphans(TRIAL_WORKER_ID, settings.work_dir):
+                        await orphan.execution.remove()
+    assert reporter.final is not None, "the local reporter settles every final report"
+    return reporter.final
 
 
-async def _follow(execution: Execution, events_file: Path, limit_s: float | None, on_event: EventSink) -> ExitStatus:
-    offset = 0
-
-    def forward() -> None:
-        nonlocal offset
-        if not events_file.exists():
-            return
-        with events_file.open("rb") as events:
-            events.seek(offset)
-            data = events.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        offset += len(complete)
-        for line in complete.decode(errors="replace").splitlines():
-            event = parse_event_line(line)
-            if event is not None:
-                on_event(*event)
-
-    exited = asyncio.create_task(execution.wait())
-    deadline = None if limit_s is None else time.monotonic() + limit_s
-    timed_out = False
+@contextlib.contextmanager
+def _on_interrupt(cancel: Callable[[], None]) -> Iterator[None]:
+    """Ctrl-C cancels the attempt like a user's cancel (the container is stopped and removed), instead of
+    interrupting the runner, which would leave the container behind for a worker to adopt."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, cancel)
     try:
-        # Poll the events file while the container runs: the op appends lines to it as it goes.
-        while not exited.done():
-            forward()
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-                await execution.stop(STOP_GRACE_S)
-                break
-            await asyncio.wait({exited}, timeout=EVENTS_POLL_S)
-        status = await exited
+        yield
     finally:
-        if not exited.done():
-            exited.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await exited
-    forward()
-    return ExitStatus(status.exit_code, status.oom_killed, timed_out=timed_out)
-
-
-def _check_outputs(outcome: Outcome, definition: OpDefinitionIn) -> Outcome:
-    """Outputs that break the output specs fail the attempt, as the server would (OUTPUT_INVALID/OUTPUT_MISSING)."""
-    if outcome.type != "COMPLETED" or not definition.output_specs:
-        return outcome
-    problems = output_problems(outcome.outputs, definition.output_specs)
-    if not problems:
-        return outcome
-    only_missing = all(p["problem"] == "required output is missing" for p in problems)
-    reason = FailureReason.OUTPUT_MISSING if only_missing else FailureReason.OUTPUT_INVALID
-    error = "outputs do not match output_specs: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-    return Outcome("FAILED", outputs=outcome.outputs, reason=reason, error=error, exit_code=outcome.exit_code)
+        loop.remove_signal_handler(signal.SIGINT)

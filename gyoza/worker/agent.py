@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import gyoza
@@ -25,8 +24,9 @@ from gyoza.client import AsyncGyozaClient
 from gyoza.errors import GyozaError
 from gyoza.processes import Shutdown
 from gyoza.schema import Assignment, HeartbeatIn, HeldAttempt, WorkerCommand, WorkerEventIn, WorkerResources
-from gyoza.worker.attempt import AttemptRunner, AttemptSettings, Refused
+from gyoza.worker.attempt import AttemptRunner, Refused
 from gyoza.worker.runtimes.base import Execution, Runtime
+from gyoza.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +42,18 @@ GIVE_BACK_TIMEOUT_S = 5.0
 AssignmentSource = Callable[["WorkerAgent"], Coroutine[Any, Any, None]]
 
 
-@dataclass(frozen=True)
-class AgentSettings:
-    worker_id: str
-    tags: list[str]
-    resources: WorkerResources
-    heartbeat_interval_s: float
-    drain_timeout_s: float | None
-
-
 class WorkerAgent:
     def __init__(
-        self, settings: AgentSettings, attempts: AttemptSettings, client: AsyncGyozaClient, runtime: Runtime
+        self, settings: WorkerSettings, resources: WorkerResources, client: AsyncGyozaClient, runtime: Runtime
     ) -> None:
         self.settings = settings
-        self.attempt_settings = attempts
+        self.resources = resources
         self.client = client
         self.runtime = runtime
         self.runners: dict[tuple[str, int], AttemptRunner] = {}
         self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.finished: dict[tuple[str, int], None] = {}
-        self.heartbeat_interval = settings.heartbeat_interval_s
+        self.heartbeat_interval = settings.heartbeat_interval
         self.accepting = True
 
     async def run(self, shutdown: Shutdown, source: AssignmentSource | None = None) -> None:
@@ -86,20 +77,20 @@ class WorkerAgent:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(GIVE_BACK_TIMEOUT_S):
                 await self._until(shutdown.urgent, self._give_back_unstarted())
-        timeout = self.settings.drain_timeout_s
+        timeout = self.settings.drain_timeout
         if self._in_flight():
             log.warning("worker %s draining: waiting %s for %s; signal again (Ctrl-C) to stop at once",
-                        self.settings.worker_id, "without limit" if timeout is None else f"up to {timeout:g} s",
+                        self.settings.name, "without limit" if timeout is None else f"up to {timeout:g} s",
                         self._listing())  # fmt: skip
         finished = await self._until(shutdown.urgent, self._finish(timeout))
         if finished and self._in_flight():  # the drain timeout expired
-            message = f"worker {self.settings.worker_id} shut down: the op was still running when the drain " \
+            message = f"worker {self.settings.name} shut down: the op was still running when the drain " \
                       f"timeout of {timeout} s expired, so it was stopped"  # fmt: skip
             log.warning("drain timeout expired: stopping %s", self._listing())
             for runner in self.runners.values():
                 runner.stop_for_shutdown(message)
             await self._until(shutdown.urgent,
-                              self._finish(self.attempt_settings.stop_grace_s + STOPPED_REPORT_GRACE_S))  # fmt: skip
+                              self._finish(self.settings.stop_grace + STOPPED_REPORT_GRACE_S))  # fmt: skip
         if self._in_flight():
             await self._abandon()
 
@@ -135,7 +126,7 @@ class WorkerAgent:
             "worker %s stopped at once and abandoned %d attempt(s). They are recovered when this worker starts again "
             "with the same name and work dir (SPEC 5.4): it adopts the containers it finds, running or exited, and "
             "reports them; the server fails attempts nobody holds any more with WORKER_LOST and retries them.\n%s",
-            self.settings.worker_id, len(runners), "\n".join(lines),
+            self.settings.name, len(runners), "\n".join(lines),
         )  # fmt: skip
 
     def _listing(self) -> str:
@@ -149,7 +140,7 @@ class WorkerAgent:
         key = (assignment.run_id, assignment.attempt)
         if not self.accepting or key in self.runners or key in self.finished:
             return False
-        runner = AttemptRunner(assignment, self.attempt_settings, self.client, self.runtime)
+        runner = AttemptRunner(assignment, self.settings, self.client, self.runtime)
         self._track(runner, runner.run())
         return True
 
@@ -174,14 +165,14 @@ class WorkerAgent:
 
     async def adopt_orphans(self) -> None:
         """Follow the containers a previous life left running; stale ones are cancelled by the first heartbeat."""
-        for orphan in await self.runtime.orphans(self.settings.worker_id, self.attempt_settings.work_dir):
+        for orphan in await self.runtime.orphans(self.settings.name, self.settings.work_dir):
             log.info("adopting run %s attempt %s from a previous life", orphan.run_id, orphan.attempt)
             placeholder = Assignment(
                 run_id=orphan.run_id, attempt=orphan.attempt, image="", command=None, inputs={}, env={},
                 constraints={}, gpu_ids=[], timeout_seconds=None, op_definition=None, definition_version=None,
                 output_specs=None,
             )  # fmt: skip
-            runner = AttemptRunner(placeholder, self.attempt_settings, self.client, self.runtime)
+            runner = AttemptRunner(placeholder, self.settings, self.client, self.runtime)
             runner.started = True  # by the previous life: never "given back" by a drain
             self._track(runner, self._adopted(runner, orphan.execution))
 
@@ -202,7 +193,7 @@ class WorkerAgent:
     async def _give_back(self, runner: AttemptRunner) -> None:
         event = WorkerEventIn(
             attempt=runner.assignment.attempt,
-            worker_id=self.settings.worker_id,
+            worker_id=self.settings.name,
             type="UNASSIGNED",
             msg="worker shutting down",
         )
@@ -214,13 +205,13 @@ class WorkerAgent:
     def heartbeat_body(self) -> HeartbeatIn:
         held = [HeldAttempt(run_id=run_id, attempt=attempt) for run_id, attempt in self.runners]
         return HeartbeatIn(
-            resources=self.settings.resources, tags=self.settings.tags, running=held, version=gyoza.__version__
+            resources=self.resources, tags=list(self.settings.tags), running=held, version=gyoza.__version__
         )
 
     async def _heartbeats(self) -> None:
         while True:
             try:
-                reply = await self.client.heartbeat(self.settings.worker_id, self.heartbeat_body())
+                reply = await self.client.heartbeat(self.settings.name, self.heartbeat_body())
             except GyozaError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
             else:
@@ -234,7 +225,7 @@ async def claim_loop(agent: WorkerAgent) -> None:
     """REST mode: long-poll the claim endpoint (works through any HTTP proxy)."""
     while True:
         try:
-            batch = await agent.client.claim(agent.settings.worker_id, wait=CLAIM_WAIT_S)
+            batch = await agent.client.claim(agent.settings.name, wait=CLAIM_WAIT_S)
         except GyozaError as exc:
             log.warning("claim failed: %s", exc.message)
             await asyncio.sleep(RETRY_AFTER_ERROR_S)

@@ -12,6 +12,9 @@ report (the server takes bodies up to 1 MiB) fail the attempt with ``OUTPUT_TOO_
 The container and the attempt directory are removed only once the final report is settled (the server took it or
 refused it). When it is not — the server did not answer, or the worker stopped at once — a Docker container stays,
 exited or running, for the next start of this worker to adopt and report (SPEC §5.4).
+
+Reports go to a ``Reporter``: the server (``AsyncGyozaClient`` is one) on a worker, the terminal for ``gyoza op test``
+(``gyoza.opfile.trial``), so both run an op through this one pipeline.
 """
 
 from __future__ import annotations
@@ -20,12 +23,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from gyoza.client import AsyncGyozaClient
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound, PayloadTooLarge
+from gyoza.op._contract import attempt_env
 from gyoza.schema import Assignment, FailureReason, WorkerEventIn, WorkerEventType
 from gyoza.worker.iocontract import AttemptDir, ExitStatus, Outcome, parse_event_line
 from gyoza.worker.runtimes.base import (
@@ -36,6 +37,7 @@ from gyoza.worker.runtimes.base import (
     LogCapture,
     Runtime,
 )
+from gyoza.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +59,20 @@ class Unanswered(Exception):
     """The server did not take a report within ``REPORT_DEADLINE_S`` (unreachable, or answering 5xx)."""
 
 
-@dataclass(frozen=True)
-class AttemptSettings:
-    worker_id: str
-    work_dir: Path
-    stop_grace_s: float
-    log_limit: int
-    container_io_dir: str | None  # None: the runtime passes the host path (process runtime)
+class Reporter(Protocol):
+    """Where an attempt's reports go. It answers as the server does: ``Conflict``/``NotFound`` when the attempt moved
+    on, another 4xx ``GyozaError`` for a report it refuses, a 5xx or ``Unavailable`` for one that may pass later."""
+
+    async def post_event(self, run_id: str, event: WorkerEventIn) -> object: ...
+
+    async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None: ...
 
 
 class AttemptRunner:
-    def __init__(
-        self, assignment: Assignment, settings: AttemptSettings, client: AsyncGyozaClient, runtime: Runtime
-    ) -> None:
+    def __init__(self, assignment: Assignment, settings: WorkerSettings, reporter: Reporter, runtime: Runtime) -> None:
         self.assignment = assignment
         self.settings = settings
-        self.client = client
+        self.reporter = reporter
         self.runtime = runtime
         self.dir = AttemptDir(settings.work_dir, assignment.run_id, assignment.attempt)
         self.logs = LogCapture(settings.log_limit)
@@ -162,7 +162,7 @@ class AttemptRunner:
             await self._report_outcome(self._outcome(status))
         except Refused:
             self.settled = True
-            await execution.stop(self.settings.stop_grace_s)
+            await execution.stop(self.settings.stop_grace)
             raise
         finally:
             if self.settled:
@@ -188,7 +188,7 @@ class AttemptRunner:
             if exited in done:
                 status = exited.result()
             else:
-                await execution.stop(self.settings.stop_grace_s)
+                await execution.stop(self.settings.stop_grace)
                 status = await exited
                 status = ExitStatus(
                     status.exit_code, status.oom_killed, timed_out=cancelled not in done, cancelled=cancelled in done
@@ -240,7 +240,7 @@ class AttemptRunner:
         version = self.logs.version
         try:
             a = self.assignment
-            await self.client.upload_logs(a.run_id, a.attempt, self.logs.text(), self.settings.worker_id)
+            await self.reporter.upload_logs(a.run_id, a.attempt, self.logs.text(), self.settings.name)
             self._uploaded_version = version
         except GyozaError as exc:
             log.warning("uploading logs of run %s failed: %s", self.assignment.run_id, exc.message)
@@ -294,7 +294,7 @@ class AttemptRunner:
     def _event(self, type_: WorkerEventType, msg: str | int, payload: dict[str, Any] | None = None) -> WorkerEventIn:
         return WorkerEventIn(
             attempt=self.assignment.attempt,
-            worker_id=self.settings.worker_id,
+            worker_id=self.settings.name,
             type=type_,
             msg=msg,
             payload=payload or {},
@@ -318,7 +318,7 @@ class AttemptRunner:
         deadline, pause = loop.time() + REPORT_DEADLINE_S, REPORT_RETRY_FIRST_S
         while True:
             try:
-                await self.client.post_event(self.assignment.run_id, event)
+                await self.reporter.post_event(self.assignment.run_id, event)
                 return
             except (Conflict, NotFound) as exc:
                 raise Refused(f"{event.type} refused: {exc.message}") from None
@@ -334,17 +334,10 @@ class AttemptRunner:
     def _launch_spec(self) -> LaunchSpec:
         a = self.assignment
         io_dir = self.settings.container_io_dir or str(self.dir.path)
-        env = {
-            **a.env,
-            "GYOZA_RUN_ID": a.run_id,
-            "GYOZA_ATTEMPT": str(a.attempt),
-            "GYOZA_OP_NAME": a.op_definition or "",
-            "GYOZA_OP_VERSION": a.definition_version or "",
-            "GYOZA_GPU_IDS": ",".join(str(i) for i in a.gpu_ids),
-            "GYOZA_IO_DIR": io_dir,
-        }
+        env = {**a.env, **attempt_env(a.run_id, a.attempt, a.op_definition or "", a.definition_version or "",
+                                      a.gpu_ids, io_dir)}  # fmt: skip
         return LaunchSpec(
-            run_id=a.run_id, attempt=a.attempt, worker_id=self.settings.worker_id, image=a.image, command=a.command,
+            run_id=a.run_id, attempt=a.attempt, worker_id=self.settings.name, image=a.image, command=a.command,
             env=env, cpu=a.constraints.cpu, ram_mb=a.constraints.ram_mb, gpu_ids=list(a.gpu_ids),
             io_dir=self.dir.path,
         )  # fmt: skip

@@ -1,7 +1,8 @@
 """The op IO contract on the worker's side (SPEC §7): the per-attempt directory mounted at ``/gyoza``.
 
 The worker writes ``inputs.json``; the op writes ``outputs.json``, appends ``events.jsonl`` lines that are forwarded
-live, and may write ``error.json`` on failure. How the process ended plus these files decide the outcome.
+live, and may write ``error.json`` on failure. How the process ended plus these files decide the outcome. The names
+are those of ``gyoza.op._contract``, shared with the op SDK.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gyoza.op._contract import ERROR_FILE, EVENTS_FILE, INPUTS_FILE, OUTPUTS_FILE
 from gyoza.schema import FailureReason
-
-CONTAINER_IO_DIR = "/gyoza"
-STDERR_TAIL_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,11 @@ class AttemptDir:
     def prepare(self, inputs: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self.path.chmod(0o777)  # the op may run as any user inside its container
-        (self.path / "inputs.json").write_text(json.dumps(inputs))
+        (self.path / INPUTS_FILE).write_text(json.dumps(inputs))
 
     @property
     def events_file(self) -> Path:
-        return self.path / "events.jsonl"
+        return self.path / EVENTS_FILE
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -68,22 +67,22 @@ class AttemptDir:
         if status.exit_code != 0:
             message = self._error_message() or stderr_tail or f"exited with code {status.exit_code}"
             return Outcome("FAILED", reason=FailureReason.EXIT_CODE, error=message, exit_code=status.exit_code)
-        outputs_file = self.path / "outputs.json"
+        outputs_file = self.path / OUTPUTS_FILE
         if not outputs_file.exists():
             return Outcome("COMPLETED", outputs={}, exit_code=0)
         try:
             outputs = json.loads(outputs_file.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            return Outcome("FAILED", reason=FailureReason.OUTPUT_INVALID, error=f"outputs.json: {exc}", exit_code=0)
+            return Outcome("FAILED", reason=FailureReason.OUTPUT_INVALID, error=f"{OUTPUTS_FILE}: {exc}", exit_code=0)
         if not isinstance(outputs, dict):
             return Outcome(
                 "FAILED", reason=FailureReason.OUTPUT_INVALID, exit_code=0,
-                error="outputs.json must hold a JSON object",
+                error=f"{OUTPUTS_FILE} must hold a JSON object",
             )  # fmt: skip
         return Outcome("COMPLETED", outputs=outputs, exit_code=0)
 
     def _error_message(self) -> str:
-        error_file = self.path / "error.json"
+        error_file = self.path / ERROR_FILE
         if not error_file.exists():
             return ""
         try:

@@ -11,10 +11,11 @@ import pytest
 
 from gyoza.processes import Shutdown
 from gyoza.schema import Assignment, Constraints, HeartbeatReply, WorkerEventIn, WorkerResources
-from gyoza.worker.agent import AgentSettings, WorkerAgent
-from gyoza.worker.attempt import AttemptRunner, AttemptSettings
+from gyoza.worker.agent import WorkerAgent
+from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchSpec, LogCapture
+from gyoza.worker.settings import WorkerSettings
 from tests.waiting import until
 
 
@@ -26,6 +27,9 @@ class RecordingClient:
         self.events.append((run_id, event))
 
 
+RESOURCES = WorkerResources(cpu=1, ram_mb=1024)
+
+
 def assignment(run_id: str) -> Assignment:
     return Assignment(
         run_id=run_id, attempt=1, image="img", command=None, inputs={}, env={}, constraints=Constraints(),
@@ -35,11 +39,11 @@ def assignment(run_id: str) -> Assignment:
 
 async def test_unstarted_attempts_are_given_back_and_running_ones_kept(tmp_path: Path) -> None:
     client = RecordingClient()
-    settings = AgentSettings("w1", [], WorkerResources(cpu=1, ram_mb=1024), 1.0, None)
-    attempts = AttemptSettings("w1", tmp_path, 1.0, 1024, None)
-    agent = WorkerAgent(settings, attempts, client, runtime=None)  # type: ignore[arg-type]
-    waiting = AttemptRunner(assignment("waiting"), attempts, client, runtime=None)  # type: ignore[arg-type]
-    running = AttemptRunner(assignment("running"), attempts, client, runtime=None)  # type: ignore[arg-type]
+    settings = WorkerSettings(work_dir=tmp_path, name="w1", heartbeat_interval=1.0, stop_grace=1.0, log_limit=1024,
+                              runtime="process")  # fmt: skip
+    agent = WorkerAgent(settings, RESOURCES, client, runtime=None)  # type: ignore[arg-type]
+    waiting = AttemptRunner(assignment("waiting"), settings, client, runtime=None)  # type: ignore[arg-type]
+    running = AttemptRunner(assignment("running"), settings, client, runtime=None)  # type: ignore[arg-type]
     running.started = True
     agent.runners = {waiting.key: waiting, running.key: running}
 
@@ -112,8 +116,9 @@ Started = tuple["Server", "Runtime", Shutdown, "asyncio.Task[None]"]
 
 async def start_one(tmp_path: Path, drain_timeout: float | None) -> Started:
     server, runtime, shutdown = Server(), Runtime(), Shutdown()
-    settings = AgentSettings("w1", [], WorkerResources(cpu=1, ram_mb=1024), 0.05, drain_timeout)
-    agent = WorkerAgent(settings, AttemptSettings("w1", tmp_path, 0.1, 1024, None), server, runtime)  # type: ignore[arg-type]
+    settings = WorkerSettings(work_dir=tmp_path, name="w1", heartbeat_interval=0.05, stop_grace=0.1, log_limit=1024,
+                              runtime="process", drain_timeout=drain_timeout)  # fmt: skip
+    agent = WorkerAgent(settings, RESOURCES, server, runtime)  # type: ignore[arg-type]
 
     async def source(agent: WorkerAgent) -> None:
         agent.accept(assignment("r1"))

@@ -139,3 +139,40 @@ def test_other_lines_are_ignored(line: str) -> None:
 def test_long_info_messages_are_bounded() -> None:
     event = parse_event_line(json.dumps({"type": "INFO", "msg": "x" * 50_000}))
     assert event is not None and len(str(event[1])) == 10_000
+
+
+# --- one contract, both sides ----------------------------------------------------------------------------------------
+
+
+def test_the_op_sdk_reads_what_the_worker_writes_and_the_worker_what_the_op_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gyoza.op
+    from gyoza.op._runner import run_attempt
+    from gyoza.schema import Assignment, Constraints
+    from gyoza.worker.attempt import AttemptRunner
+    from gyoza.worker.settings import WorkerSettings
+
+    work = Assignment(
+        run_id="run-9", attempt=2, image="img", command=["op"], inputs={"n": 3}, env={"MODEL": "m"},
+        constraints=Constraints(), gpu_ids=[0, 2], timeout_seconds=None, op_definition="double",
+        definition_version="1.0", output_specs=None,
+    )  # fmt: skip
+    runner = AttemptRunner(work, WorkerSettings(work_dir=tmp_path, runtime="process"), reporter=None, runtime=None)  # type: ignore[arg-type]
+    runner.dir.prepare(work.inputs)
+    for name, value in runner._launch_spec().env.items():
+        monkeypatch.setenv(name, value)
+    assert gyoza.op.context() == gyoza.op.Context(
+        io_dir=runner.dir.path, run_id="run-9", attempt=2, op_name="double", op_version="1.0", gpu_ids=(0, 2)
+    )
+
+    def double(n: int) -> dict[str, int]:
+        gyoza.op.info("doubling")
+        gyoza.op.progress(50)
+        return {"twice": 2 * n}
+
+    assert run_attempt(double) == 0
+    lines = runner.dir.events_file.read_text().splitlines()
+    assert [parse_event_line(line) for line in lines] == [("INFO", "doubling"), ("PROGRESS", 50)]
+    outcome = runner.dir.outcome(ExitStatus(0), stderr_tail="")
+    assert (outcome.type, outcome.outputs) == ("COMPLETED", {"twice": 6})

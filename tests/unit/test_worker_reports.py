@@ -13,9 +13,10 @@ import pytest
 from gyoza.errors import GyozaError, InvalidRequest, PayloadTooLarge, Unavailable
 from gyoza.schema import Assignment, Constraints, WorkerEventIn
 from gyoza.worker import attempt as attempt_module
-from gyoza.worker.attempt import MAX_REPORT_BYTES, AttemptRunner, AttemptSettings
+from gyoza.worker.attempt import MAX_REPORT_BYTES, AttemptRunner
 from gyoza.worker.iocontract import ExitStatus, Outcome
 from gyoza.worker.runtimes.base import LogCapture
+from gyoza.worker.settings import WorkerSettings
 
 
 class Client:
@@ -62,7 +63,7 @@ def runner(tmp_path: Path, client: Client) -> AttemptRunner:
         run_id="r1", attempt=1, image="img", command=None, inputs={}, env={}, constraints=Constraints(),
         gpu_ids=[], timeout_seconds=None, op_definition=None, definition_version=None, output_specs=None,
     )  # fmt: skip
-    settings = AttemptSettings("w1", tmp_path, stop_grace_s=0.1, log_limit=1024, container_io_dir=None)
+    settings = WorkerSettings(work_dir=tmp_path, name="w1", stop_grace=0.1, log_limit=1024, runtime="process")
     made = AttemptRunner(assignment, settings, client, runtime=None)  # type: ignore[arg-type]
     made.dir.prepare({})
     return made

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -159,7 +159,6 @@ class Orphan:
     run_id: str
     attempt: int
     execution: Execution
-    io_dir: Path = field(default_factory=Path)
 
 
 class Runtime(Protocol):

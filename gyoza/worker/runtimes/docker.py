@@ -25,7 +25,8 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
-from gyoza.worker.iocontract import CONTAINER_IO_DIR, ExitStatus
+from gyoza.op._contract import CONTAINER_IO_DIR
+from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import (
     STDERR,
     STDOUT,
@@ -38,7 +39,6 @@ from gyoza.worker.runtimes.base import (
 )
 
 LABEL_RUN, LABEL_ATTEMPT, LABEL_WORKER = "gyoza.run_id", "gyoza.attempt", "gyoza.worker_id"
-PULL_POLICIES = ("if-missing", "always", "never")
 STDERR_TAIL_LINES = 20
 # Every running container holds a few engine connections (its wait and two log streams): room for many at once.
 MAX_ENGINE_CONNECTIONS = 256
@@ -225,7 +225,7 @@ class DockerRuntime:
             # engine (two `gyoza up`, both "local") did not: its containers are not ours to adopt, let alone stop.
             if _io_mount_source(container) not in (str(io_dir), str(io_dir.resolve())):
                 continue
-            found.append(Orphan(run_id, attempt, DockerExecution(container, LogCapture()), io_dir))
+            found.append(Orphan(run_id, attempt, DockerExecution(container, LogCapture())))
         return found
 
 

@@ -21,6 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
+from gyoza.op._contract import IO_DIR_VAR
 from gyoza.processes import die_with_parent
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture, Orphan
@@ -79,7 +80,7 @@ class ProcessRuntime:
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> ProcessExecution:
         if not spec.command:
             raise LaunchFailed("the process runtime needs the op's command (the definition has none)")
-        env = {**os.environ, **spec.env, "GYOZA_IO_DIR": str(spec.io_dir)}
+        env = {**os.environ, **spec.env, IO_DIR_VAR: str(spec.io_dir)}
         executable = spec.command[0]
         if not shutil.which(executable, path=env.get("PATH")) and not (spec.io_dir / executable).is_file():
             raise LaunchFailed(f"cannot start {executable}: not found (on PATH, or as a path)")
