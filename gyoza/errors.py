@@ -117,6 +117,25 @@ class Unavailable(GyozaError):
     code = "UNAVAILABLE"
 
 
+class RecordTooNew(GyozaError):
+    """A stored record has a newer major ``schema_version`` than this server reads: it is refused, never rewritten.
+
+    A 503 like ``Unavailable`` (clients and workers retry, and may reach an upgraded replica), with its own code so
+    an operator sees that this server is older than the data: finish the upgrade.
+    """
+
+    status = 503
+    code = "RECORD_TOO_NEW"
+
+
+class BadResponse(GyozaError):
+    """Client side: the server answered 2xx with a body this client cannot read (not JSON, or not the expected
+    shape), or the answer could not be decoded. Never sent by a server; 502 as a gateway says of a bad upstream."""
+
+    status = 502
+    code = "BAD_RESPONSE"
+
+
 def _all_subclasses(cls: type[GyozaError]) -> list[type[GyozaError]]:
     found = []
     for sub in cls.__subclasses__():

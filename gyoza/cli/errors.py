@@ -71,9 +71,5 @@ def api(ctx: typer.Context) -> Iterator[GyozaClient]:
             yield client
     except GyozaError as exc:
         raise fail(describe(exc), EXIT_SERVER) from None
-    except ValidationError as exc:
-        raise fail(
-            f"error: the server sent an answer this CLI cannot read: {exc.error_count()} problems", EXIT_SERVER
-        ) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None

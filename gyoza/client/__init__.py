@@ -1,7 +1,9 @@
 """Client SDK: ``GyozaClient`` (sync) and ``AsyncGyozaClient`` over httpx, with the same method names.
 
-Errors raise ``gyoza.errors.GyozaError`` subclasses carrying the server's error code. ``gyoza_client`` is a shared
-``GyozaClient`` built on first use from the environment (or ``gyoza up``'s config)::
+Every failure is a ``gyoza.errors.GyozaError`` subclass: the server's refusal as its class (by error code),
+``Unavailable`` when the server cannot be reached, ``BadResponse`` for an answer the client cannot read (``wait``
+alone raises ``TimeoutError`` when its own deadline passes). ``gyoza_client`` is a shared ``GyozaClient`` built on
+first use from the environment (or ``gyoza up``'s config)::
 
     from gyoza.client import gyoza_client
     run = gyoza_client.create_run("classify", {"image_url": "s3://bucket/cat.png"})

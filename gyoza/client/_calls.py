@@ -6,18 +6,20 @@ responses lives here once, so the two can never drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
-from gyoza.errors import error_from_body
+from gyoza.errors import BadResponse, InvalidRequest, Unavailable, error_from_body
 from gyoza.schema import (
     TERMINAL_STATES,
     AssignmentList,
     AttemptView,
+    Constraints,
     Event,
     Health,
     HeartbeatIn,
@@ -25,6 +27,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    RetryPolicy,
     RunList,
     RunListQuery,
     TopicEventList,
@@ -64,7 +67,32 @@ class Call(Generic[T]):
             except ValueError:
                 body = {"error": {"message": response.text[:500]}}
             raise error_from_body(response.status_code, body)
-        return self.parse(response)
+        try:
+            return self.parse(response)
+        except ValueError as exc:  # pydantic's ValidationError and JSON errors alike
+            raise BadResponse(
+                f"the server answered {self.method} {self.path} with HTTP {response.status_code} and a body this "
+                f"client cannot read: {_first_line(exc)}"
+            ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@contextlib.contextmanager
+def translated(base_url: httpx.URL) -> Iterator[None]:
+    """The one translation of httpx's errors into Gyoza's, around sending a request (sync or async alike): the
+    server could not be reached or did not answer -> ``Unavailable`` (503, worth retrying); an answer that could not
+    be decoded or redirects without end -> ``BadResponse``; a URL httpx refuses -> ``InvalidRequest``."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise Unavailable(f"cannot reach the Gyoza server at {base_url}: {str(exc) or type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise BadResponse(f"unreadable answer from the Gyoza server at {base_url}: {exc}") from exc
+    except httpx.InvalidURL as exc:
+        raise InvalidRequest(f"invalid request URL: {exc}") from exc
 
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:
@@ -129,9 +157,24 @@ def create_run(
     priority: int | None = None,
     version: str | None = None,
     idempotency_key: str | None = None,
+    *,
+    constraints: Constraints | Mapping[str, Any] | None = None,
+    retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
+    timeout_seconds: float | None = None,
+    tags: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Call[OpRun]:
+    """A run of a definition. The overrides (None: the definition's) combine as the server says: ``constraints``
+    and ``retry_policy`` change only the fields given, ``env`` adds to the definition's, ``tags`` and
+    ``timeout_seconds`` replace them."""
     body: dict[str, Any] = {"inputs": dict(inputs or {})}
-    body.update({k: v for k, v in {"priority": priority, "version": version}.items() if v is not None})
+    given = {
+        "priority": priority, "version": version, "timeout_seconds": timeout_seconds, "tags": tags,
+        "env": None if env is None else dict(env),
+        "constraints": None if constraints is None else _body(constraints),
+        "retry_policy": None if retry_policy is None else _body(retry_policy),
+    }  # fmt: skip
+    body.update({k: v for k, v in given.items() if v is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     return Call("POST", f"/definitions/{name}/runs", _model(OpRun), json=body, headers=headers)
 

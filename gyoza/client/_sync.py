@@ -10,10 +10,10 @@ import httpx
 
 from gyoza.client import _calls
 from gyoza.client._config import client_defaults
-from gyoza.errors import Unavailable
 from gyoza.schema import (
     AssignmentList,
     AttemptView,
+    Constraints,
     Event,
     Health,
     HeartbeatIn,
@@ -21,6 +21,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    RetryPolicy,
     RunList,
     RunListQuery,
     TopicEventList,
@@ -50,10 +51,8 @@ class GyozaClient:
         self._http.close()
 
     def _send(self, call: _calls.Call[T]) -> T:
-        try:
+        with _calls.translated(self._http.base_url):
             response = self._http.send(call.request(self._http))
-        except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach the Gyoza server at {self._http.base_url}: {exc}") from exc
         return call.result(response)
 
     def health(self) -> Health:
@@ -76,9 +75,17 @@ class GyozaClient:
 
     def create_run(
         self, name: str, inputs: Mapping[str, Any] | None = None, priority: int | None = None,
-        version: str | None = None, idempotency_key: str | None = None,
+        version: str | None = None, idempotency_key: str | None = None, *,
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | Mapping[str, Any] | None = None, timeout_seconds: float | None = None,
+        tags: list[str] | None = None, env: Mapping[str, str] | None = None,
     ) -> OpRun:  # fmt: skip
-        return self._send(_calls.create_run(name, inputs, priority, version, idempotency_key))
+        """A run of definition ``name``; the keyword-only overrides work as in ``POST /definitions/{name}/runs``
+        (None keeps the definition's)."""
+        return self._send(_calls.create_run(
+            name, inputs, priority, version, idempotency_key, constraints=constraints, retry_policy=retry_policy,
+            timeout_seconds=timeout_seconds, tags=tags, env=env,
+        ))  # fmt: skip
 
     def create_adhoc_run(
         self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any

@@ -1,4 +1,8 @@
-"""How the API shows stored records: a run with its current attempt, its attempts, a worker with its reservations."""
+"""How the API shows stored records: a run with its current attempt, its attempts, a worker with its reservations.
+
+A view shows the fields this version knows and no others: fields a newer server stored (kept in the record, see
+``gyoza.schema.Record``) stay out of the answers, so every answer matches this server's OpenAPI description.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from gyoza.schema import (
     WorkerRecord,
     WorkerRunRef,
     WorkerView,
+    known_fields,
 )
 
 
@@ -37,6 +42,10 @@ def execution_summary(record: RunRecord) -> ExecutionSummary | None:
 
 
 def run_view(record: RunRecord) -> OpRun:
+    return known_fields(_run_view(record))
+
+
+def _run_view(record: RunRecord) -> OpRun:
     attempt = record.current
     return OpRun(
         id=record.id,
@@ -73,9 +82,8 @@ def run_view(record: RunRecord) -> OpRun:
 
 def attempt_views(record: RunRecord) -> list[AttemptView]:
     return [
-        AttemptView(
-            **attempt.model_dump(),
-            events=[e for e in record.events if e.attempt == attempt.number],
+        known_fields(
+            AttemptView(**attempt.model_dump(), events=[e for e in record.events if e.attempt == attempt.number])
         )
         for attempt in record.attempts
     ]

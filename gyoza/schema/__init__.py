@@ -3,8 +3,10 @@
 Two model bases:
 - ``Input``: what users send. Unknown fields are refused and types are strict (``true`` is not an int, ``"5"`` is
   not a number), so a typo never silently changes meaning.
-- ``Record``: what Gyoza stores and returns. Unknown fields are ignored, so an older server can read a record a newer
-  one wrote.
+- ``Record``: what Gyoza stores and returns. Unknown fields are kept and written back at every level, so a record
+  a newer server wrote makes the round trip through an older one unchanged. ``StoredRecord`` (a KV record) also
+  carries the ``schema_version`` that wrote it, checked on read. ``Part``: a piece shared by both (constraints,
+  specs, resources): unknown fields refused inside an ``Input``, kept inside a ``Record``.
 
 The models live in submodules by subject; import them from here.
 """
@@ -12,6 +14,7 @@ The models live in submodules by subject; import them from here.
 from gyoza.schema._base import (
     IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
+    SCHEMA_VERSION,
     TAG_PATTERN,
     TOPIC_PATTERN,
     VERSION_PATTERN,
@@ -21,11 +24,14 @@ from gyoza.schema._base import (
     Image,
     Input,
     OpName,
+    Part,
     Priority,
     Record,
+    StoredRecord,
     Tag,
     Topic,
     Version,
+    known_fields,
     validation_problems,
 )
 from gyoza.schema.api import (
@@ -104,6 +110,7 @@ from gyoza.schema.workers import (
 __all__ = [
     "IDEMPOTENCY_KEY_PATTERN",
     "NAME_PATTERN",
+    "SCHEMA_VERSION",
     "TAG_PATTERN",
     "TERMINAL_STATES",
     "TOPIC_PATTERN",
@@ -149,6 +156,7 @@ __all__ = [
     "OpName",
     "OpRun",
     "OutputSpec",
+    "Part",
     "PatchRunIn",
     "PlainText",
     "Priority",
@@ -165,6 +173,7 @@ __all__ = [
     "RunState",
     "RunTemplate",
     "StateReason",
+    "StoredRecord",
     "Tag",
     "Topic",
     "TopicEvent",
@@ -180,5 +189,6 @@ __all__ = [
     "WorkerRunRef",
     "WorkerStatus",
     "WorkerView",
+    "known_fields",
     "validation_problems",
 ]

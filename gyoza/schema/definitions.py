@@ -7,11 +7,24 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from gyoza.schema._base import EnvName, Image, Input, OpName, Record, Tag, Text, Topic, Version
+from gyoza.schema._base import (
+    EnvName,
+    Image,
+    Input,
+    OpName,
+    Part,
+    Record,
+    StoredRecord,
+    Tag,
+    Text,
+    Topic,
+    Version,
+    known_fields,
+)
 from gyoza.schema.enums import FailureReason, ValueType
 
 
-class InputSpec(Input):
+class InputSpec(Part):
     type: ValueType
     required: bool = True
     default: Any = None
@@ -21,13 +34,13 @@ class InputSpec(Input):
     max: float | None = None
 
 
-class OutputSpec(Input):
+class OutputSpec(Part):
     type: ValueType
     required: bool = True
     description: str = ""
 
 
-class Constraints(Input):
+class Constraints(Part):
     cpu: Annotated[float, Field(ge=0, le=4096)] = 0.0
     ram_mb: Annotated[int, Field(ge=0, le=1 << 30)] = 0
     vram_mb: Annotated[int, Field(ge=0, le=1 << 30)] = 0
@@ -35,13 +48,14 @@ class Constraints(Input):
 
     @model_validator(mode="after")
     def _default_gpus(self) -> Constraints:
-        # SPEC §2.1: a VRAM request implies one GPU unless the count is given.
+        # SPEC §2.1: a VRAM request implies one GPU unless the count is given. Filled in without marking the field
+        # as given, so a partial override (``{"vram_mb": ...}``) leaves the definition's GPU count alone.
         if self.gpus is None:
-            self.gpus = 1 if self.vram_mb > 0 else 0
+            self.__dict__["gpus"] = 1 if self.vram_mb > 0 else 0
         return self
 
 
-class RetryPolicy(Input):
+class RetryPolicy(Part):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 1
     backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 0.0
     backoff_multiplier: Annotated[float, Field(ge=1, le=100)] = 2.0
@@ -49,7 +63,7 @@ class RetryPolicy(Input):
     retry_on: list[FailureReason] = Field(default_factory=list)
 
 
-class EventDelivery(Input):
+class EventDelivery(Part):
     topic: Topic
     attributes: dict[str, Any] = Field(default_factory=dict)
 
@@ -77,7 +91,7 @@ class OpDefinitionIn(RunTemplate):
     input_specs: dict[str, InputSpec] = Field(default_factory=dict)
 
 
-class OpDefinition(Record):
+class OpDefinition(StoredRecord):
     """A stored definition version. ``id`` repeats ``name`` for clients that expect one."""
 
     id: str
@@ -97,8 +111,8 @@ class OpDefinition(Record):
     created_at: datetime
 
     def content(self) -> dict[str, Any]:
-        """What makes two posts of a version identical: everything but server-set fields."""
-        return self.model_dump(mode="json", exclude={"id", "created_at"})
+        """What makes two posts of a version identical: every field this version knows but the server-set ones."""
+        return known_fields(self).model_dump(mode="json", exclude={"id", "created_at", "schema_version"})
 
 
 class DefinitionVersionRef(Record):
@@ -107,7 +121,7 @@ class DefinitionVersionRef(Record):
     revision: int = 0
 
 
-class DefinitionPointer(Record):
+class DefinitionPointer(StoredRecord):
     """KV ``gyoza_definitions/<name>``: the deployed versions of a name, oldest first; the last one is latest."""
 
     name: str

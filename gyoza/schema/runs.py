@@ -17,6 +17,7 @@ from gyoza.schema._base import (
     OpName,
     Priority,
     Record,
+    StoredRecord,
     Tag,
     Text,
     Topic,
@@ -120,10 +121,9 @@ class Attempt(Record):
     finished_at: datetime | None = None
 
 
-class RunRecord(Record):
+class RunRecord(StoredRecord):
     """KV ``gyoza_runs/<run_id>``: the single source of truth for a run, changed only by compare-and-set."""
 
-    schema_version: int = 1
     id: str
     op_definition: str | None = None
     definition_version: str | None = None
@@ -144,8 +144,6 @@ class RunRecord(Record):
     attempts: list[Attempt]
     events: list[Event] = Field(default_factory=list)
     next_event_id: int = 1
-    # Highest event id already published to the topic feed (the outbox mark, see services/topics.py).
-    topic_published_through: int = 0
 
     @property
     def current(self) -> Attempt:
@@ -252,7 +250,7 @@ class RunRequested(Record):
     priority: int
 
 
-class IdempotencyEntry(Record):
+class IdempotencyEntry(StoredRecord):
     """KV ``gyoza_idempotency/<sha256 of the key>``: the run a key created (the bucket expires it after 24 h)."""
 
     run_id: str

@@ -17,7 +17,15 @@ import sqlite_utils
 
 from gyoza.core.views import Reservation, run_view
 from gyoza.errors import InvalidRequest
-from gyoza.schema import DefinitionPointer, OpDefinition, RunListQuery, RunRecord, RunState, WorkerRecord
+from gyoza.schema import (
+    DefinitionPointer,
+    OpDefinition,
+    RunListQuery,
+    RunRecord,
+    RunState,
+    WorkerRecord,
+    known_fields,
+)
 
 _UPSERT_RUN = """
 INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
@@ -178,7 +186,7 @@ class QueryIndex:
                 "name": definition.name,
                 "version": definition.version,
                 "created_at": definition.created_at.timestamp(),
-                "body": definition.model_dump_json(),
+                "body": known_fields(definition).model_dump_json(),
             },
             pk=("name", "version"),
         )

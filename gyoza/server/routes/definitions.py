@@ -7,7 +7,15 @@ from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
 from gyoza.core.views import run_view
-from gyoza.schema import DefinitionList, NoContent, OpDefinition, OpDefinitionIn, OpRun, RunFromDefinitionIn
+from gyoza.schema import (
+    DefinitionList,
+    NoContent,
+    OpDefinition,
+    OpDefinitionIn,
+    OpRun,
+    RunFromDefinitionIn,
+    known_fields,
+)
 from gyoza.server.context import ctx
 from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body, refusals
 
@@ -31,7 +39,7 @@ async def deploy() -> Response:
     """Deploy a definition version: 201 new, 200 identical re-post, 409 different content for a stored version."""
     body = await read_body(OpDefinitionIn)
     definition, created = await ctx().definitions.deploy(body)
-    return json_response(definition, 201 if created else 200)
+    return json_response(known_fields(definition), 201 if created else 200)
 
 
 @blueprint.get("/definitions")
@@ -50,7 +58,7 @@ async def list_definitions() -> Response:
 async def get_definition(name: str) -> Response:
     """One version of a definition: the latest, or the one given as ``version``."""
     version = request.args.get("version")
-    return json_response(await ctx().definitions.get(checked_name(name), version))
+    return json_response(known_fields(await ctx().definitions.get(checked_name(name), version)))
 
 
 @blueprint.get("/definitions/<name>/versions")
@@ -59,7 +67,7 @@ async def get_definition(name: str) -> Response:
 async def list_versions(name: str) -> Response:
     """Every version of a definition, newest first."""
     versions = await ctx().definitions.versions(checked_name(name))
-    return json_response(DefinitionList(data=versions))
+    return json_response(known_fields(DefinitionList(data=versions)))
 
 
 @blueprint.delete("/definitions/<name>")

@@ -24,6 +24,7 @@ from gyoza.schema import (
     RunListQuery,
     RunState,
     WorkerEventIn,
+    known_fields,
     validation_problems,
 )
 from gyoza.server.context import ctx
@@ -134,7 +135,7 @@ async def list_events(run_id: str) -> Response:
     """The run's events (all attempts) with id greater than ``after``, in order."""
     after = query_int("after", 0, 0, 2**53)
     record = await ctx().runs.get(checked_run_id(run_id))
-    return json_response(EventList(data=[e for e in record.events if e.id > after]))
+    return json_response(known_fields(EventList(data=[e for e in record.events if e.id > after])))
 
 
 @blueprint.get("/runs/<run_id>/logs")
