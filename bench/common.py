@@ -27,8 +27,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 import gyoza
-from gyoza.bus.connection import Bus, open_bus
+from gyoza.bus.connection import open_bus
 from gyoza.bus.embedded import EmbeddedNats, nats_server_binary
+from gyoza.bus.port import Bus
 from gyoza.schema import AdHocRunIn
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.runs import RunService

@@ -38,7 +38,8 @@ from bench.common import (
     start_server,
 )
 from gyoza.bus import names
-from gyoza.bus.records import INITIAL_VALUES_DONE, watch_bucket
+from gyoza.bus.natskv import NatsBucket
+from gyoza.bus.port import INITIAL_VALUES_DONE
 from gyoza.core import statemachine as sm
 from gyoza.schema import AdHocRunIn, RunRecord, WorkerEventIn
 from gyoza.services.clock import utcnow
@@ -114,7 +115,7 @@ async def raw_replay_s(kv: KeyValue) -> tuple[float, int]:
     """A KV watch of every key, values untouched: NATS delivery alone."""
     started = time.perf_counter()
     count = 0
-    async for change in watch_bucket(kv):
+    async for change in NatsBucket(kv).watch():
         if change is INITIAL_VALUES_DONE:
             break
         count += 1
@@ -164,10 +165,11 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
         empty_rss = rss_mb(empty_server.pid)
         empty_server.stop()
 
-        async with service_bus(url, work_dir) as (bus, runs):
-            seeded = await seed(bus.runs, runs, cfg)
-            raw_s, raw_count = await raw_replay_s(bus.runs)
-            ids = [k for k in await bus.runs.keys()]
+        kv = await js.key_value(names.RUNS_BUCKET)
+        async with service_bus(url, work_dir) as (_, runs):
+            seeded = await seed(kv, runs, cfg)
+            raw_s, raw_count = await raw_replay_s(kv)
+            ids = [k for k in await kv.keys()]
         stored = (await js.stream_info(f"KV_{names.RUNS_BUCKET}")).state.messages
 
         load = round(os.getloadavg()[0], 2)

@@ -12,6 +12,7 @@ import pytest
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
+from gyoza.bus.natskv import NatsBucket
 from gyoza.bus.records import RecordStore
 from gyoza.errors import Conflict
 
@@ -26,7 +27,7 @@ def bump(record: Counter) -> Counter:
 
 
 async def two_stores(js: JetStreamContext) -> tuple[RecordStore[Counter], RecordStore[Counter], str]:
-    kv = await js.create_key_value(bucket=f"memory_{uuid.uuid4().hex[:8]}", history=1)
+    kv = NatsBucket(await js.create_key_value(bucket=f"memory_{uuid.uuid4().hex[:8]}", history=1))
     key = "k"
     first = RecordStore(kv, Counter, remember=16)
     await first.create(key, Counter())

@@ -1,24 +1,27 @@
-"""Connect to NATS (embedded or external), apply the topology and open the buckets every service needs."""
+"""The NATS implementation of the ``Bus`` port: connect (embedded or external), apply the topology, open the buckets.
+
+No nats-py object leaves ``gyoza.bus``: buckets are ``NatsBucket``s and messaging goes through the methods below.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass, field
-from typing import Any
 
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from gyoza.bus import names
+from gyoza.bus import messaging, names
 from gyoza.bus.embedded import EmbeddedNats
-from gyoza.bus.probe import JetStreamProbe, NatsState
-from gyoza.bus.records import translate_errors
+from gyoza.bus.link import connect
+from gyoza.bus.natskv import NatsBucket
+from gyoza.bus.port import MessageHandler, NatsState, RequestHandler, Stoppable
+from gyoza.bus.probe import JetStreamProbe
 from gyoza.bus.topology import apply_topology
+from gyoza.bus.translate import translate_errors
 from gyoza.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,89 +29,51 @@ log = logging.getLogger(__name__)
 # JetStream API calls wait this long before giving up (a 503 to the caller, never a half-acknowledged write).
 JS_TIMEOUT_S = 5.0
 
-# How nats-py connects. ``pending_size=0``: no publish buffer while reconnecting. By default nats-py keeps publishes
-# made while disconnected (2 MiB) and sends them once it is connected again, long after their callers were answered
-# 503; those requests then landed anyway (issue 15 item 3). Without the buffer such a publish fails at once and the
-# caller gets its 503 at once. Pings every 5 s find a silent (not closed) connection within ~15 s, not minutes.
-_CONNECT_OPTIONS: dict[str, Any] = {
-    "pending_size": 0,
-    "max_reconnect_attempts": -1,
-    "reconnect_time_wait": 0.5,
-    "ping_interval": 5,
-    "max_outstanding_pings": 3,
-}
 
-
-async def connect(url: str, creds: str | None, name: str) -> Client:
-    """Connect to the nodes listed in ``url`` (comma-separated) and keep reconnecting forever if the link drops."""
-    nc = Client()
-
-    async def on_disconnect() -> None:
-        if not nc.is_closed:  # closing (server shutdown) also ends here
-            log.warning("lost the connection to NATS; reconnecting")
-            _drop_unsent_publishes(nc)
-
-    async def on_reconnect() -> None:
-        log.warning("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
-
-    async def on_error(exc: Exception) -> None:
-        # Every failed reconnect attempt lands here; the disconnect and the reconnect are logged above.
-        log.debug("nats: %s: %s", type(exc).__name__, exc)
-
-    options = dict(_CONNECT_OPTIONS, name=name, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
-    if creds:
-        options["user_credentials"] = creds
-    with translate_errors():
-        await nc.connect([part.strip() for part in url.split(",") if part.strip()], error_cb=on_error, **options)
-    return nc
-
-
-def _drop_unsent_publishes(nc: Client) -> None:
-    """Forget publishes still queued when the connection broke, so a reconnect never sends them late.
-
-    Even with no reconnect buffer, a publish queued just before the link broke stays in nats-py's pending list and
-    would go out after the reconnect; its caller times out (503) meanwhile. nats-py has no option for this, so its
-    pending list is filtered here (subscriptions are replayed by nats-py itself, other commands are kept).
-    """
-    pending = getattr(nc, "_pending", None)
-    if not isinstance(pending, list):
-        return
-    kept = [command for command in pending if not command.startswith((b"PUB ", b"HPUB "))]
-    if len(kept) != len(pending):
-        log.warning("dropped %d publishes that had not left before the NATS connection broke", len(pending) - len(kept))
-        nc._pending = kept
-        nc._pending_data_size = sum(len(command) for command in kept)
-
-
-@dataclass
-class Bus:
+class NatsBus:
     """An open NATS connection with the JetStream context and the Gyoza buckets."""
 
-    nc: Client
-    js: JetStreamContext
-    definitions: KeyValue
-    runs: KeyValue
-    workers: KeyValue
-    leases: KeyValue
-    idempotency: KeyValue
-    logs: ObjectStore
-    embedded: EmbeddedNats | None = None
-    mode: str = "external"
-    probe: JetStreamProbe = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.probe = JetStreamProbe(self.nc, f"KV_{names.RUNS_BUCKET}")
+    def __init__(
+        self, nc: Client, js: JetStreamContext, buckets: dict[str, NatsBucket], logs: ObjectStore,
+        embedded: EmbeddedNats | None = None,
+    ) -> None:  # fmt: skip
+        self._nc = nc
+        self._js = js
+        self.definitions = buckets[names.DEFINITIONS_BUCKET]
+        self.runs = buckets[names.RUNS_BUCKET]
+        self.workers = buckets[names.WORKERS_BUCKET]
+        self.leases = buckets[names.LEASES_BUCKET]
+        self.idempotency = buckets[names.IDEMPOTENCY_BUCKET]
+        self._logs = logs
+        self._embedded = embedded
+        self.mode = "embedded" if embedded else "external"
+        self._probe = JetStreamProbe(nc, f"KV_{names.RUNS_BUCKET}")
 
     async def state(self) -> NatsState:
         """Connected, and (checked at most every few seconds) does JetStream answer? No round trip when disconnected."""
-        return await self.probe.state()
+        return await self._probe.state()
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str | None = None) -> int:
+    async def publish_durable(self, subject: str, payload: bytes, msg_id: str | None = None) -> int:
         """Publish into a stream and wait for JetStream's ack, so the message is durable. Returns its sequence."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         with translate_errors():
-            ack = await self.js.publish(subject, payload, headers=headers, timeout=JS_TIMEOUT_S)
+            ack = await self._js.publish(subject, payload, headers=headers, timeout=JS_TIMEOUT_S)
         return int(ack.seq)
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        await messaging.publish(self._nc, subject, payload)
+
+    async def subscribe(self, subject: str, handler: MessageHandler) -> Stoppable:
+        return await messaging.subscribe(self._nc, subject, handler)
+
+    async def request(self, subject: str, payload: bytes, wait_s: float) -> bytes:
+        return await messaging.request(self._nc, subject, payload, wait_s)
+
+    async def serve(self, subject: str, handler: RequestHandler) -> Stoppable:
+        return await messaging.serve(self._nc, subject, handler)
+
+    async def consume(self, stream: str, durable: str, handler: MessageHandler) -> Stoppable:
+        return await messaging.consume(self._js, stream, durable, handler)
 
     async def read_subject(self, stream: str, subject: str, after: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` messages of ``subject`` with stream sequence > ``after``, in order, as (seq, data)."""
@@ -117,7 +82,7 @@ class Bus:
         with translate_errors():
             while len(found) < limit:
                 try:
-                    msg = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+                    msg = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
                 except nats.js.errors.NotFoundError:
                     break
                 seq = int(msg.seq or seq)
@@ -129,7 +94,7 @@ class Bus:
         """An object of the logs bucket, or None when there is none."""
         with translate_errors():
             try:
-                result = await self.logs.get(name)
+                result = await self._logs.get(name)
             except nats.js.errors.ObjectNotFoundError:
                 return None
         return bytes(result.data or b"")
@@ -137,21 +102,26 @@ class Bus:
     async def write_object(self, name: str, data: bytes) -> None:
         """Store (or replace) an object of the logs bucket; returns once JetStream holds every chunk."""
         with translate_errors():
-            await self.logs.put(name, data)
+            await self._logs.put(name, data)
 
     async def close(self) -> None:
         try:
             try:
-                await self.nc.drain()
+                await self._nc.drain()
             except Exception:  # not connected right now: nothing to drain, just close
                 with contextlib.suppress(Exception):
-                    await self.nc.close()
+                    await self._nc.close()
         finally:
-            if self.embedded is not None:
-                self.embedded.stop()
+            if self._embedded is not None:
+                self._embedded.stop()
 
 
-async def open_bus(settings: Settings) -> Bus:
+_BUCKETS = (
+    names.DEFINITIONS_BUCKET, names.RUNS_BUCKET, names.WORKERS_BUCKET, names.LEASES_BUCKET, names.IDEMPOTENCY_BUCKET,
+)  # fmt: skip
+
+
+async def open_bus(settings: Settings) -> NatsBus:
     """Start the embedded server if configured, connect, apply ``broker/`` and bind the buckets."""
     embedded = None
     url = settings.nats_url
@@ -168,18 +138,9 @@ async def open_bus(settings: Settings) -> Bus:
         js = nc.jetstream(timeout=JS_TIMEOUT_S)
         await apply_topology(js, settings.nats_replicas)
         with translate_errors():
-            return Bus(
-                nc=nc,
-                js=js,
-                definitions=await js.key_value(names.DEFINITIONS_BUCKET),
-                runs=await js.key_value(names.RUNS_BUCKET),
-                workers=await js.key_value(names.WORKERS_BUCKET),
-                leases=await js.key_value(names.LEASES_BUCKET),
-                idempotency=await js.key_value(names.IDEMPOTENCY_BUCKET),
-                logs=await js.object_store(names.LOGS_BUCKET),
-                embedded=embedded,
-                mode="embedded" if embedded else "external",
-            )
+            buckets = {name: NatsBucket(await js.key_value(name)) for name in _BUCKETS}
+            logs = await js.object_store(names.LOGS_BUCKET)
+        return NatsBus(nc, js, buckets, logs, embedded)
     except BaseException:
         if embedded is not None:
             embedded.stop()

@@ -1,33 +1,38 @@
-"""Request/reply, plain publishes and the durable work-queue consumer, for the scheduler and the API.
+"""Request/reply, plain publishes and the durable work-queue consumer over nats-py (for ``NatsBus``), and the
+worker's own subscription.
 
-Handlers are plain ``async`` callables over bytes, so the layers above never see a NATS type.
+Handlers are plain ``async`` callables over bytes, so the layers above never see a NATS type. A request handler's
+``GyozaError`` crosses NATS as its error body with the ``Gyoza-Error`` header (its HTTP status), and the requester
+raises it again: the same code, status and details as over REST.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
-from gyoza.bus.connection import Bus, connect
-from gyoza.bus.records import translate_errors
-from gyoza.errors import GyozaError, Unavailable
+from gyoza.bus.link import connect
+from gyoza.bus.port import MessageHandler, RequestHandler
+from gyoza.bus.translate import translate_errors
+from gyoza.errors import GyozaError, Unavailable, error_from_body
 
 log = logging.getLogger(__name__)
 
-RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
-MessageHandler = Callable[[bytes], Awaitable[None]]
-
+ERROR_HEADER = "Gyoza-Error"
 _FETCH_BATCH = 256
 _FETCH_WAIT_S = 1.0
 
 
-class Stoppable:
+class Subscription:
     """A running subscription or consumer loop; ``stop()`` ends it."""
 
     def __init__(self, stop: Callable[[], Awaitable[Any]]) -> None:
@@ -38,25 +43,41 @@ class Stoppable:
             await self._stop()
 
 
-async def request(bus: Bus, subject: str, payload: bytes, wait_s: float) -> bytes:
-    """Send a request and wait for the one reply; ``Unavailable`` when nobody answers (no leader yet)."""
+async def request(nc: Client, subject: str, payload: bytes, wait_s: float) -> bytes:
+    """Send a request and wait for the one reply; ``Unavailable`` when nobody answers (no leader yet); the
+    handler's error raised again when it refused."""
     with translate_errors():
         try:
-            reply = await bus.nc.request(subject, payload, timeout=wait_s)
+            reply = await nc.request(subject, payload, timeout=wait_s)
         except nats.errors.NoRespondersError:
             raise Unavailable("no scheduler is running right now; retry shortly") from None
         except nats.errors.TimeoutError:
             raise Unavailable("the scheduler did not answer in time; retry shortly") from None
+    status = (reply.headers or {}).get(ERROR_HEADER)
+    if status is not None:
+        raise error_from_body(int(status), json.loads(reply.data))
     return bytes(reply.data)
 
 
-async def publish(bus: Bus, subject: str, payload: bytes) -> None:
+async def publish(nc: Client, subject: str, payload: bytes) -> None:
     """A core NATS publish: fire and forget (used where a lost message is recovered by other means)."""
     with translate_errors():
-        await bus.nc.publish(subject, payload)
+        await nc.publish(subject, payload)
 
 
-async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
+async def subscribe(nc: Client, subject: str, handler: MessageHandler) -> Subscription:
+    async def on_message(msg: Msg) -> None:
+        try:
+            await handler(msg.data)
+        except Exception:
+            log.exception("handling a message on %s failed", subject)
+
+    with translate_errors():
+        subscription = await nc.subscribe(subject, cb=on_message)
+    return Subscription(subscription.unsubscribe)
+
+
+async def serve(nc: Client, subject: str, handler: RequestHandler) -> Subscription:
     """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``.
 
     Each request is handled in its own task: nats-py runs a subscription's callbacks one at a time, so a handler that
@@ -66,18 +87,19 @@ async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
     handling: set[asyncio.Task[None]] = set()
 
     async def handle(msg: Msg) -> None:
+        headers = None
         try:
             reply = await handler(msg.subject, msg.data)
-        except GyozaError as exc:  # NATS away for a moment, say: the requester times out and retries
-            log.warning("handling %s failed: %s", msg.subject, exc.message)
-            return
+        except GyozaError as exc:  # the requester raises it again
+            log.info("refused %s: %s", msg.subject, exc.message)
+            reply, headers = json.dumps(exc.to_body()).encode(), {ERROR_HEADER: str(exc.status)}
         except Exception:
             log.exception("handling %s failed", msg.subject)
             return
         if msg.reply:
             # Disconnected meanwhile: the requester times out and retries (a heartbeat comes again anyway).
             with contextlib.suppress(Unavailable), translate_errors():
-                await msg.respond(reply)
+                await nc.publish(msg.reply, reply, headers=headers)
 
     async def on_message(msg: Msg) -> None:
         task = asyncio.create_task(handle(msg))
@@ -85,17 +107,17 @@ async def serve(bus: Bus, subject: str, handler: RequestHandler) -> Stoppable:
         task.add_done_callback(handling.discard)
 
     with translate_errors():
-        subscription = await bus.nc.subscribe(subject, cb=on_message)
-    return Stoppable(subscription.unsubscribe)
+        subscription = await nc.subscribe(subject, cb=on_message)
+    return Subscription(subscription.unsubscribe)
 
 
-async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) -> Stoppable:
+async def consume(js: JetStreamContext, stream: str, durable: str, handler: MessageHandler) -> Subscription:
     """Run ``handler`` for each message of the durable pull consumer; ack after it returns, nak if it raises.
 
     The consumer's config (ack wait, max deliver, back-off) is declared in ``broker/consumers``.
     """
     with translate_errors():
-        subscription = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+        subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
 
     async def loop() -> None:
         while True:
@@ -123,7 +145,7 @@ async def consume(bus: Bus, stream: str, durable: str, handler: MessageHandler) 
             await task
         await subscription.unsubscribe()
 
-    return Stoppable(stop)
+    return Subscription(stop)
 
 
 async def _handle(msg: Msg, handler: MessageHandler, stream: str) -> None:
@@ -143,16 +165,8 @@ async def _handle(msg: Msg, handler: MessageHandler, stream: str) -> None:
         await settle
 
 
-async def listen(url: str, creds: str | None, subject: str, handler: MessageHandler) -> Stoppable:
+async def listen(url: str, creds: str | None, subject: str, handler: MessageHandler) -> Subscription:
     """Connect on its own (a worker has no Bus) and pass every message of ``subject`` to ``handler``."""
     nc = await connect(url, creds, "gyoza-worker")
-
-    async def on_message(msg: Msg) -> None:
-        try:
-            await handler(msg.data)
-        except Exception:
-            log.exception("handling a message on %s failed", subject)
-
-    with translate_errors():
-        await nc.subscribe(subject, cb=on_message)
-    return Stoppable(nc.close)
+    await subscribe(nc, subject, handler)
+    return Subscription(nc.close)

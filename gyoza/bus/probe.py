@@ -11,25 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 from nats.aio.client import Client
+
+from gyoza.bus.port import NatsState
 
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 2.0
 CHECK_TIMEOUT_S = 1.0
-
-
-@dataclass(frozen=True)
-class NatsState:
-    connected: bool
-    jetstream: bool
-    reconnects: int
-
-    @property
-    def ok(self) -> bool:
-        return self.connected and self.jetstream
 
 
 class JetStreamProbe:

@@ -7,49 +7,16 @@ idempotently, overriding only the replica count (``GYOZA_NATS_REPLICAS``).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
-import gyoza
-from gyoza.bus.records import translate_errors
+from gyoza.bus.broker import StreamFile, broker_dir, load_consumers, load_topology, nats_conf_path
+from gyoza.bus.translate import translate_errors
 
-_SECTIONS = ("kv", "streams", "objects")
-
-
-def broker_dir() -> Path:
-    """``gyoza/_broker`` in an installed wheel; the repository's ``broker/`` in a source checkout."""
-    packaged = Path(str(resources.files(gyoza))) / "_broker"
-    if packaged.is_dir():
-        return packaged
-    return Path(gyoza.__file__).resolve().parent.parent / "broker"
-
-
-def nats_conf_path() -> Path:
-    packaged = broker_dir() / "nats.conf"
-    if packaged.is_file():
-        return packaged
-    return Path(gyoza.__file__).resolve().parent.parent / "nats.conf"
-
-
-@dataclass(frozen=True)
-class StreamFile:
-    path: Path
-    config: dict[str, Any]
-
-
-def load_topology(directory: Path | None = None) -> list[StreamFile]:
-    base = directory or broker_dir()
-    files = [p for section in _SECTIONS for p in sorted((base / section).glob("*.json"))]
-    if not files:
-        raise FileNotFoundError(f"no JetStream topology files under {base}")
-    return [StreamFile(p, json.loads(p.read_text())) for p in files]
+__all__ = ["StreamFile", "apply_topology", "broker_dir", "load_consumers", "load_topology", "nats_conf_path"]
 
 
 async def apply_topology(js: JetStreamContext, replicas: int, directory: Path | None = None) -> None:
@@ -66,9 +33,3 @@ async def apply_topology(js: JetStreamContext, replicas: int, directory: Path | 
                 await js.update_stream(config)
         for consumer in load_consumers(directory):
             await js.add_consumer(consumer["stream_name"], ConsumerConfig.from_response(dict(consumer["config"])))
-
-
-def load_consumers(directory: Path | None = None) -> list[dict[str, Any]]:
-    """``broker/consumers/<STREAM>.<durable>.json``: ``{"stream_name": ..., "config": <ConsumerConfig>}``."""
-    base = directory or broker_dir()
-    return [json.loads(p.read_text()) for p in sorted((base / "consumers").glob("*.json"))]

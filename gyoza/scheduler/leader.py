@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 
 from pydantic import ValidationError
 
-from gyoza.bus import messaging, names
-from gyoza.bus.connection import Bus
+from gyoza.bus import names
+from gyoza.bus.port import Bus, Stoppable
 from gyoza.core.placement import Capacity, Demand, best_worker, pending_reason
-from gyoza.core.views import assignment, run_view
 from gyoza.errors import GyozaError, InvalidRequest, RunNotFound, Unavailable
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
@@ -35,11 +32,12 @@ from gyoza.schema import (
     RunRecord,
     RunRequested,
     RunState,
-    WorkerCommand,
     validation_problems,
 )
+from gyoza.services.clock import SYSTEM_CLOCK, Clock
 from gyoza.services.fleet import HeartbeatBodies
 from gyoza.services.runs import RunService
+from gyoza.services.topics import TopicFeed
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
 from gyoza.supervision import Background, TaskFailures, supervised
@@ -59,18 +57,20 @@ Placement = tuple[QueuedRun, str, list[int]]
 class Scheduler:
     def __init__(
         self, bus: Bus, runs: RunService, workers: WorkerService, settings: Settings, node_id: str,
-        failures: TaskFailures,
+        failures: TaskFailures, clock: Clock = SYSTEM_CLOCK, outbox: TopicFeed | None = None,
     ) -> None:  # fmt: skip
+        self.clock = clock
+        self.outbox = outbox
         self.bus = bus
         self.runs = runs
         self.failures = failures
-        self.state = ClusterState()
-        self.lease = Lease(bus, node_id, settings.lease_ttl)
+        self.state = ClusterState(clock)
+        self.lease = Lease(bus, node_id, settings.lease_ttl, clock, outbox)
         self.lease_ttl = settings.lease_ttl
         self.heartbeat_interval = settings.heartbeat_interval
         self.liveness = Liveness(
             self.state, runs, workers, settings.heartbeat_interval, settings.worker_timeout, self.wake,
-            lambda: self.is_leader, failures,
+            lambda: self.is_leader, failures, clock,
         )  # fmt: skip
         self.heartbeat_bodies = HeartbeatBodies()
         self._idle_reply = HeartbeatReply(heartbeat_interval_s=self.heartbeat_interval).model_dump_json().encode()
@@ -81,7 +81,7 @@ class Scheduler:
         self._blocked: set[Demand] = set()
         self._lease_task: asyncio.Task[None] | None = None
         self._leader_tasks: list[asyncio.Task[None]] = []
-        self._subscriptions: list[messaging.Stoppable] = []
+        self._subscriptions: list[Stoppable] = []
         self._assignments = Background("scheduler-assign", failures)
 
     @property
@@ -92,14 +92,9 @@ class Scheduler:
     # --- every replica -----------------------------------------------------------------------------------------
 
     async def on_run(self, record: RunRecord, revision: int) -> None:
-        """Run feed listener: keep the model current; tell a worker at once when a cancel is requested."""
-        cancelled = self.state.apply(record, revision)
+        """Run feed listener: keep the model current (the service that wrote a cancel request told the worker)."""
+        self.state.apply(record, revision)
         if self.is_leader:
-            if cancelled is not None:
-                try:
-                    await self._send_cancel(cancelled)
-                except GyozaError as exc:  # the worker's next heartbeat reply carries the cancel anyway
-                    log.info("cancel of %s not sent: %s", cancelled.run_id, exc.message)
             self.wake()
 
     def wake(self) -> None:
@@ -186,15 +181,14 @@ class Scheduler:
         log.info("this server is now the scheduler leader")
         self._leading = True
         await self.liveness.take_over()
+        if self.outbox is not None:
+            await self.outbox.take_over(self.lease.observed.outbox_through if self.lease.observed else 0,
+                                        self.lease.observed_written_at())  # fmt: skip
         # One at a time, each kept as soon as it runs: a step-down after a failure half-way stops those started.
-        self._subscriptions.append(await messaging.serve(self.bus, names.heartbeat_subject("*"), self._on_heartbeat))
+        self._subscriptions.append(await self.bus.serve(names.heartbeat_subject("*"), self._on_heartbeat))
+        self._subscriptions.append(await self.bus.serve(names.WORKER_CHANGED_SUBJECT, self._on_worker_changed))
         self._subscriptions.append(
-            await messaging.serve(self.bus, names.WORKER_CHANGED_SUBJECT, self._on_worker_changed)
-        )
-        self._subscriptions.append(
-            await messaging.consume(
-                self.bus, names.RUN_REQUESTS_STREAM, names.SCHEDULER_CONSUMER, self._on_run_requested
-            )
+            await self.bus.consume(names.RUN_REQUESTS_STREAM, names.SCHEDULER_CONSUMER, self._on_run_requested)
         )
         self._leader_tasks = [
             asyncio.create_task(supervised(name, loop, self.failures), name=name)
@@ -210,6 +204,8 @@ class Scheduler:
         """Stop acting at once, then stop listening and end the leader's loops."""
         self._leading = False
         self.lease.forget()
+        if self.outbox is not None:
+            self.outbox.step_down()
         subscriptions, tasks = self._subscriptions, self._leader_tasks
         self._subscriptions, self._leader_tasks = [], []
         for subscription in subscriptions:
@@ -234,20 +230,16 @@ class Scheduler:
     async def _on_heartbeat(self, subject: str, data: bytes) -> bytes:
         """``gyoza.workers.<id>.heartbeat``: the same body as POST /workers/{id}/heartbeat, the id from the subject.
 
-        A NATS worker gets the API's error body for a bad heartbeat, as a REST worker gets a 400, and an
-        UNAVAILABLE one when this server stopped acting as leader before it could answer.
+        A refusal is raised: the requester (a server's REST route, or a NATS worker reading the error body) gets the
+        same error as a REST worker would, 400 for a bad heartbeat, 503 when this server stopped acting as leader.
         """
-        arrived = time.monotonic()
+        arrived = self.clock.monotonic()
         worker_id = subject.split(".")[2]
         try:
             body = self.heartbeat_bodies.parse(worker_id, data)
         except ValidationError as exc:
-            error: GyozaError = InvalidRequest("invalid heartbeat", details=validation_problems(exc))
-            return json.dumps(error.to_body()).encode()
-        try:
-            return await self.heartbeat(worker_id, body, arrived)
-        except GyozaError as exc:
-            return json.dumps(exc.to_body()).encode()
+            raise InvalidRequest("invalid heartbeat", details=validation_problems(exc)) from None
+        return await self.heartbeat(worker_id, body, arrived)
 
     async def _on_worker_changed(self, subject: str, data: bytes) -> bytes:
         await self.liveness.reload(data.decode())
@@ -272,12 +264,12 @@ class Scheduler:
             await self._place_when_woken()
 
     async def _place_when_woken(self) -> None:
-        next_due = self.state.promote_due(time.time())
-        timeout = None if next_due is None else max(next_due - time.time(), 0.0)
+        next_due = self.state.promote_due(self.clock.time())
+        timeout = None if next_due is None else max(next_due - self.clock.time(), 0.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
-        self.state.promote_due(time.time())
+        self.state.promote_due(self.clock.time())
         await self._place_all()
 
     async def _place_all(self) -> None:
@@ -330,11 +322,6 @@ class Scheduler:
             self._writes.release()
         self.state.in_flight.discard(run.run_id)
         self.state.apply(record, revision)
-        view = assignment(run_view(record)).model_dump_json().encode()
-        try:
-            await messaging.publish(self.bus, names.assignments_subject(worker_id), view)
-        except GyozaError as exc:  # a REST worker claims it from the index; the assignment stands
-            log.info("assignment message for %s not sent: %s", run.run_id, exc.message)
 
     async def _assignment_failed(self, run: QueuedRun, exc: Exception) -> None:
         """Cancelled, retried or reprioritised meanwhile, NATS away, or no longer leader: drop our guess, put the
@@ -361,14 +348,12 @@ class Scheduler:
         else:
             self.wake()
 
-    async def _send_cancel(self, held: Held) -> None:
-        command = WorkerCommand(type="cancel", run_id=held.run_id, attempt=held.attempt)
-        await messaging.publish(self.bus, names.assignments_subject(held.worker_id), command.model_dump_json().encode())
-
     # --- pending reasons ---------------------------------------------------------------------------------------
 
     async def _refresh_reasons_forever(self) -> None:
         while True:
+            if self.outbox is not None:
+                await self.outbox.flush()  # topic events NATS could not take when they came
             await self._refresh_reasons()
             await asyncio.sleep(REASONS_EVERY_S)
 

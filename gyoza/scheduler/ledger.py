@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gyoza.core import workerstate
 from gyoza.core.placement import Capacity, Demand
-from gyoza.schema import RunState, WorkerRecord, WorkerStatus
+from gyoza.schema import RunState, WorkerRecord
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Ledger:
     def upsert_worker(self, record: WorkerRecord, alive: bool) -> bool:
         """Track a worker's totals, tags and whether it may get work. Returns True when it could take more now."""
         gpus = {g.index: g.vram_mb for g in record.resources.gpus}
-        schedulable = alive and record.status == WorkerStatus.ONLINE and not record.draining
+        schedulable = alive and workerstate.schedulable(record.status)
         current = self.workers.get(record.id)
         tags = frozenset(record.tags)
         if (

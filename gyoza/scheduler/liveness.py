@@ -16,7 +16,6 @@ import asyncio
 import functools
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 
 from gyoza.errors import GyozaError
@@ -31,6 +30,7 @@ from gyoza.schema import (
     WorkerRecord,
     WorkerStatus,
 )
+from gyoza.services.clock import SYSTEM_CLOCK, Clock
 from gyoza.services.runs import RunService
 from gyoza.services.workers import WorkerService
 from gyoza.supervision import Background, TaskFailures
@@ -59,7 +59,9 @@ class Liveness:
         on_change: Callable[[], None],
         acting: Callable[[], bool],
         failures: TaskFailures,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.state = state
         self.runs = runs
         self.workers = workers
@@ -78,7 +80,7 @@ class Liveness:
         """On gaining leadership: load the fleet and give every live worker a full timeout of grace. Attempts held
         on workers that are offline (or were never registered) are recovered at once: a previous leader may have
         died between marking a worker offline and re-queuing its runs."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.stalls.clear()
         self._reported, self._refresh_at = {}, {}
         self.records = {record.id: record for record in await self.workers.all()}
@@ -110,7 +112,7 @@ class Liveness:
         was_alive = worker_id in self.last_seen
         self.last_seen[worker_id] = max(arrived, self.last_seen.get(worker_id, arrived))
         record = self.records.get(worker_id)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if record is None or self._needs_write(record, body, now):
             record = await self.workers.record_heartbeat(worker_id, body)
             self.records[worker_id] = record
@@ -161,9 +163,9 @@ class Liveness:
     async def watch(self) -> None:
         """The eviction loop: every CHECK_EVERY_S, note how late this loop woke (a stall), then evict the silent."""
         while True:
-            asked = time.monotonic() + CHECK_EVERY_S
+            asked = self.clock.monotonic() + CHECK_EVERY_S
             await asyncio.sleep(CHECK_EVERY_S)
-            woke = time.monotonic()
+            woke = self.clock.monotonic()
             if woke - asked > STALL_MIN_S:
                 self.stalls.add(asked, woke)
             await self.check()
@@ -184,7 +186,7 @@ class Liveness:
             return
         for worker_id in list(self.last_seen):
             # Read now and the worker's last heartbeat afresh for each: an eviction awaited above let heartbeats in.
-            silent = self.silence(worker_id, time.monotonic())
+            silent = self.silence(worker_id, self.clock.monotonic())
             if silent > self.worker_timeout and self.acting():
                 seen = self.last_seen.pop(worker_id)
                 try:
@@ -202,7 +204,7 @@ class Liveness:
         record = self.records.get(worker_id)
         if record is not None and record.status != WorkerStatus.OFFLINE:
             try:
-                self.records[worker_id] = await self.workers.set_status(worker_id, WorkerStatus.OFFLINE)
+                self.records[worker_id] = await self.workers.evict(worker_id)
             except BaseException:
                 self.state.ledger.upsert_worker(record, alive=True)  # still as it was
                 raise

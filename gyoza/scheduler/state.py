@@ -9,16 +9,17 @@ a run is in flight, older deliveries of that run are ignored, so the model never
 from __future__ import annotations
 
 import heapq
-import time
 
 from gyoza.core.placement import Demand
 from gyoza.scheduler.ledger import Held, Ledger
 from gyoza.scheduler.queue import PendingQueue, QueuedRun
 from gyoza.schema import RunRecord, RunState
+from gyoza.services.clock import SYSTEM_CLOCK, Clock
 
 
 class ClusterState:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.queue = PendingQueue()
         self.ledger = Ledger()
         self.revisions: dict[str, int] = {}
@@ -27,33 +28,30 @@ class ClusterState:
         self._delayed: list[tuple[float, str]] = []
         self.delayed: dict[str, tuple[float, QueuedRun]] = {}
 
-    def apply(self, record: RunRecord, revision: int) -> Held | None:
-        """Apply a run record version. Returns the attempt's holding when a cancel was newly requested for it."""
+    def apply(self, record: RunRecord, revision: int) -> None:
+        """Apply a run record version (older ones and those of a run whose assignment is in flight are skipped)."""
         run_id = record.id
         if revision <= self.revisions.get(run_id, 0) or run_id in self.in_flight:
             self.revisions[run_id] = max(revision, self.revisions.get(run_id, 0))
-            return None
+            return
         self.revisions[run_id] = revision
         attempt = record.current
         if attempt.state == RunState.PENDING:
             self.ledger.release(run_id)
             self._enqueue(record)
-            return None
+            return
         self.queue.remove(run_id)
         self.delayed.pop(run_id, None)
         if attempt.state in (RunState.ASSIGNED, RunState.RUNNING) and attempt.worker_id is not None:
-            before = self.ledger.held.get(run_id)
-            was_requested = before is not None and before.attempt == attempt.number and before.cancel_requested
             held = Held(
                 run_id=run_id, attempt=attempt.number, worker_id=attempt.worker_id,
                 demand=Demand.of(record.constraints, record.tags), gpu_ids=list(attempt.gpu_ids),
                 state=attempt.state, cancel_requested=attempt.cancel_requested,
             )  # fmt: skip
             self.ledger.reserve(held)
-            return held if held.cancel_requested and not was_requested else None
+            return
         self.ledger.release(run_id)
         self.revisions.pop(run_id, None)
-        return None
 
     def _enqueue(self, record: RunRecord) -> None:
         attempt = record.current
@@ -67,7 +65,7 @@ class ClusterState:
             reason_code=attempt.state_reason.code, reason_message=attempt.state_reason.message,
         )  # fmt: skip
         due = attempt.not_before.timestamp() if attempt.not_before else 0.0
-        if due > time.time():
+        if due > self.clock.time():
             self.queue.remove(record.id)
             self.delayed[record.id] = (due, run)
             heapq.heappush(self._delayed, (due, record.id))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from gyoza.schema._base import Input, Record, Tag
+from gyoza.schema._base import Input, Part, Record, StoredRecord, Tag
 from gyoza.schema.definitions import Constraints, OutputSpec
 from gyoza.schema.enums import RunState
 
@@ -19,14 +19,14 @@ class WorkerStatus(StrEnum):
     OFFLINE = "OFFLINE"
 
 
-class GpuInfo(Input):
+class GpuInfo(Part):
     index: Annotated[int, Field(ge=0, le=1023)]
     uuid: Annotated[str, Field(max_length=128)] = ""
     name: Annotated[str, Field(max_length=128)] = ""
     vram_mb: Annotated[int, Field(ge=0, le=1 << 30)]
 
 
-class WorkerResources(Input):
+class WorkerResources(Part):
     cpu: Annotated[float, Field(ge=0, le=100_000)]
     ram_mb: Annotated[int, Field(ge=0, le=1 << 40)]
     gpus: Annotated[list[GpuInfo], Field(max_length=256)] = Field(default_factory=list)
@@ -57,7 +57,7 @@ class HeartbeatReply(Record):
     heartbeat_interval_s: float
 
 
-class WorkerRecord(Record):
+class WorkerRecord(StoredRecord):
     """KV ``gyoza_workers/<worker_id>``, written only by the scheduler leader."""
 
     id: str
@@ -67,7 +67,6 @@ class WorkerRecord(Record):
     version: str = ""
     registered_at: datetime
     last_heartbeat: datetime
-    draining: bool = False
 
 
 class GpuView(Record):
@@ -134,8 +133,10 @@ class AssignmentList(Record):
     data: list[Assignment]
 
 
-class LeaderLease(Record):
+class LeaderLease(StoredRecord):
     """KV ``gyoza_leases/scheduler``: which server replica runs the scheduler, until when."""
 
     holder: str
     expires_at: datetime
+    # The topic outbox's cursor: every run-record version up to this revision has its events published.
+    outbox_through: int = 0

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from quart import current_app
 
-from gyoza.bus.connection import Bus, open_bus
+from gyoza.bus.connection import open_bus
+from gyoza.bus.port import Bus
 from gyoza.scheduler.leader import Scheduler
 from gyoza.server.index import QueryIndex
 from gyoza.server.watch import BucketFollower, IndexedRuns
@@ -62,9 +63,9 @@ async def build_context(settings: Settings) -> ServerContext:
         definitions = DefinitionService(bus, observer=listener)
         runs = RunService(bus, definitions, observer=listener)
         workers = WorkerService(bus)
-        topics = TopicFeed(bus, runs)
+        topics = TopicFeed(bus)
         failures = TaskFailures()
-        scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures)
+        scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
         feed = RunFeed(bus, failures)
         for subscriber in (listener, topics, scheduler):
             feed.subscribe(subscriber)

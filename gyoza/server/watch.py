@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Callable
-from typing import Any
 
-from gyoza.bus.connection import Bus
-from gyoza.bus.records import INITIAL_VALUES_DONE, KeyChange, watch_bucket
+from gyoza.bus.port import INITIAL_VALUES_DONE, Bucket, Bus, KeyChange
+from gyoza.errors import RecordTooNew
 from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord, WorkerRecord
 from gyoza.server.index import QueryIndex
 from gyoza.supervision import TaskFailures, supervised
+
+log = logging.getLogger(__name__)
 
 
 class IndexedRuns:
@@ -90,12 +92,15 @@ class BucketFollower:
                 await task
 
     @staticmethod
-    async def _follow(bucket: Any, apply: Callable[[KeyChange], None], ready: asyncio.Event) -> None:
-        async for change in watch_bucket(bucket):
+    async def _follow(bucket: Bucket, apply: Callable[[KeyChange], None], ready: asyncio.Event) -> None:
+        async for change in bucket.watch():
             if change is INITIAL_VALUES_DONE:
                 ready.set()
                 continue
-            apply(change)
+            try:
+                apply(change)
+            except RecordTooNew as exc:  # a newer server's record: left alone, and the watch goes on with the rest
+                log.error("index skips %s: %s", change.key, exc.message)
 
     def _apply_definition(self, change: KeyChange) -> None:
         name, _, escaped_version = change.key.partition(".")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from gyoza.bus.connection import Bus
+from gyoza.bus.port import Bus
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.core.specs import spec_problems
 from gyoza.errors import DefinitionNotFound, InvalidRequest, VersionConflict

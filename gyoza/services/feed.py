@@ -12,8 +12,8 @@ import contextlib
 import logging
 from typing import Protocol
 
-from gyoza.bus.connection import Bus
-from gyoza.bus.records import INITIAL_VALUES_DONE, watch_bucket
+from gyoza.bus.port import INITIAL_VALUES_DONE, Bus
+from gyoza.errors import RecordTooNew
 from gyoza.schema import RunRecord
 from gyoza.supervision import TaskFailures, supervised
 
@@ -54,13 +54,17 @@ class RunFeed:
                 await self._task
 
     async def _follow(self) -> None:
-        async for change in watch_bucket(self.bus.runs):
+        async for change in self.bus.runs.watch():
             if change is INITIAL_VALUES_DONE:
                 self.ready.set()
                 continue
             if change.value is None:
                 continue
-            record = RunRecord.model_validate_json(change.value)
+            try:
+                record = RunRecord.model_validate_json(change.value)
+            except RecordTooNew as exc:  # a newer server's record: left alone, and the feed goes on with the rest
+                log.error("run feed skips %s: %s", change.key, exc.message)
+                continue
             for listener in self.listeners:
                 try:
                     await listener.on_run(record, change.revision)

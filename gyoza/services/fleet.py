@@ -8,12 +8,11 @@ whichever replica holds the leader lease (a worker may send that request directl
 from __future__ import annotations
 
 import contextlib
-import json
 
-from gyoza.bus import messaging, names
-from gyoza.bus.connection import Bus
+from gyoza.bus import names
+from gyoza.bus.port import Bus
 from gyoza.bus.records import RecordMissing
-from gyoza.errors import Unavailable, WorkerNotFound, error_from_body
+from gyoza.errors import Unavailable, WorkerNotFound
 from gyoza.schema import HeartbeatIn, WorkerRecord
 from gyoza.services.workers import WorkerService
 
@@ -49,13 +48,8 @@ class FleetService:
         self.workers = workers
 
     async def heartbeat(self, worker_id: str, payload: bytes) -> bytes:
-        """Forward a valid heartbeat body to the leader; returns its reply's JSON, or raises the error it answered."""
-        reply = await messaging.request(
-            self.bus, names.heartbeat_subject(worker_id), payload, HEARTBEAT_REPLY_TIMEOUT_S
-        )
-        if reply.startswith(b'{"error"'):
-            raise error_from_body(Unavailable.status, json.loads(reply))
-        return reply
+        """Forward a heartbeat body to the leader; returns its reply's JSON, or raises the error it refused with."""
+        return await self.bus.request(names.heartbeat_subject(worker_id), payload, HEARTBEAT_REPLY_TIMEOUT_S)
 
     async def drain(self, worker_id: str) -> WorkerRecord:
         """Stop new assignments to the worker (durable in KV first), then tell the leader."""
@@ -66,7 +60,5 @@ class FleetService:
         # Wait for the leader to apply it, so no run is placed on the worker once the drain is acknowledged. With
         # no leader right now there is nothing to tell: the next one reads the drain from KV when it takes over.
         with contextlib.suppress(Unavailable):
-            await messaging.request(
-                self.bus, names.WORKER_CHANGED_SUBJECT, worker_id.encode(), HEARTBEAT_REPLY_TIMEOUT_S
-            )
+            await self.bus.request(names.WORKER_CHANGED_SUBJECT, worker_id.encode(), HEARTBEAT_REPLY_TIMEOUT_S)
         return record

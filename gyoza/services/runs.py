@@ -16,11 +16,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gyoza.bus import names
-from gyoza.bus.connection import Bus
+from gyoza.bus.port import Bus
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.core import statemachine as sm
 from gyoza.core.specs import resolve_inputs
-from gyoza.errors import InvalidInputs, InvalidRequest, RunNotFound, Unavailable
+from gyoza.core.views import assignment, run_view
+from gyoza.errors import GyozaError, InvalidInputs, InvalidRequest, RunNotFound, Unavailable
 from gyoza.schema import (
     IDEMPOTENCY_KEY_PATTERN,
     AdHocRunIn,
@@ -36,6 +37,7 @@ from gyoza.schema import (
     RunState,
     RunTemplate,
     StateReason,
+    WorkerCommand,
     WorkerEventIn,
 )
 from gyoza.services.clock import utcnow
@@ -72,9 +74,9 @@ class RunService:
     ) -> tuple[RunRecord, bool]:
         definition = await self.definitions.get(name, body.version)
         inputs = _checked_inputs(body.inputs, definition)
-        template = _with_overrides(
-            RunTemplate.model_validate(definition.model_dump(include=set(RunTemplate.model_fields))), body
-        )
+        # extra="allow": the stored definition may hold fields a newer server wrote; the run keeps them.
+        stored = definition.model_dump(include=set(RunTemplate.model_fields))
+        template = _with_overrides(RunTemplate.model_validate(stored, extra="allow"), body)
         return await self._create(
             template, inputs, body.priority, _idempotency_key(body.idempotency_key, idempotency_header),
             definition,
@@ -163,7 +165,19 @@ class RunService:
         return record
 
     async def cancel(self, run_id: str) -> RunRecord:
-        return await self.change(run_id, lambda r: sm.cancel(r, self.clock()))
+        """Cancel; a RUNNING attempt gets a cancel request, which its worker hears at once (and, should that message
+        be lost, in its next heartbeat reply)."""
+        try:
+            record, revision, changed = await self.store.mutate(run_id, lambda r: sm.cancel(r, self.clock()))
+        except RecordMissing:
+            raise RunNotFound(f"no run with id {run_id!r}") from None
+        if changed:
+            self.observer.run_written(record, revision)
+            attempt = record.current
+            if attempt.cancel_requested and attempt.worker_id is not None:
+                command = WorkerCommand(type="cancel", run_id=record.id, attempt=attempt.number)
+                await self._tell_worker(attempt.worker_id, command.model_dump_json().encode(), "cancel")
+        return record
 
     async def retry(self, run_id: str) -> RunRecord:
         return await self.change(run_id, lambda r: sm.retry(r, self.clock()))
@@ -194,6 +208,7 @@ class RunService:
         except RecordMissing:
             raise RunNotFound(f"no run with id {run_id!r}") from None
         self.observer.run_written(record, revision)
+        await self._tell_worker(worker_id, assignment(run_view(record)).model_dump_json().encode(), "assignment")
         return record, revision
 
     async def unassign(self, run_id: str, attempt: int, message: str) -> RunRecord:
@@ -212,12 +227,20 @@ class RunService:
     async def set_pending_reason(self, run_id: str, attempt: int, reason: StateReason) -> None:
         await self.change(run_id, lambda r: sm.set_pending_reason(r, attempt, reason), notify_scheduler=False)
 
+    async def _tell_worker(self, worker_id: str, message: bytes, what: str) -> None:
+        """A core message to a NATS-mode worker. Not durable on purpose: a REST worker claims its assignments from
+        the index, and every heartbeat reply carries the cancels, so a lost message only delays."""
+        try:
+            await self.bus.publish(names.assignments_subject(worker_id), message)
+        except GyozaError as exc:
+            log.info("%s message for worker %s not sent: %s", what, worker_id, exc.message)
+
     async def _request_scheduling(self, record: RunRecord, revision: int) -> None:
         """Nudge the scheduler. The change is already durable and every scheduler follows the runs bucket, so a
         nudge NATS cannot take now must not turn the request into a 503 for a change that stands (issue 15 item 3)."""
         message = RunRequested(run_id=record.id, attempt=record.current.number, priority=record.priority)
         try:
-            await self.bus.publish(
+            await self.bus.publish_durable(
                 names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id=f"{record.id}.{revision}"
             )
         except Unavailable as exc:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from gyoza.bus.connection import Bus
+from gyoza.bus.port import Bus
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
+from gyoza.core import workerstate
 from gyoza.schema import HeartbeatIn, WorkerRecord, WorkerStatus
 from gyoza.services.clock import utcnow
 
@@ -41,7 +42,7 @@ class WorkerService:
         def refresh(record: WorkerRecord) -> WorkerRecord:
             record.resources, record.tags, record.version = heartbeat.resources, list(heartbeat.tags), heartbeat.version
             record.last_heartbeat = now
-            record.status = WorkerStatus.DRAINING if record.draining else WorkerStatus.ONLINE
+            record.status = workerstate.heard(record.status)
             return record
 
         while True:
@@ -58,22 +59,18 @@ class WorkerService:
                 except RecordExists:
                     continue
 
-    async def set_status(self, worker_id: str, status: WorkerStatus) -> WorkerRecord:
+    async def _transition(self, worker_id: str, transition: Callable[[WorkerStatus], WorkerStatus]) -> WorkerRecord:
         def change(record: WorkerRecord) -> WorkerRecord | None:
-            if record.status == status:
+            status = transition(record.status)
+            if status == record.status:
                 return None
             record.status = status
             return record
 
         return (await self.store.mutate(worker_id, change))[0]
 
-    async def drain(self, worker_id: str) -> WorkerRecord:
-        def change(record: WorkerRecord) -> WorkerRecord | None:
-            if record.draining:
-                return None
-            record.draining = True
-            if record.status == WorkerStatus.ONLINE:
-                record.status = WorkerStatus.DRAINING
-            return record
+    async def evict(self, worker_id: str) -> WorkerRecord:
+        return await self._transition(worker_id, workerstate.evicted)
 
-        return (await self.store.mutate(worker_id, change))[0]
+    async def drain(self, worker_id: str) -> WorkerRecord:
+        return await self._transition(worker_id, workerstate.drained)

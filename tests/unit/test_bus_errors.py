@@ -8,8 +8,8 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from gyoza.bus.connection import _drop_unsent_publishes
-from gyoza.bus.records import translate_errors
+from gyoza.bus.link import _drop_unsent_publishes
+from gyoza.bus.translate import translate_errors
 from gyoza.errors import Unavailable
 
 NOT_AVAILABLE_NOW = [

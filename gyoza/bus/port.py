@@ -1,0 +1,141 @@
+"""The storage and messaging port: what services, the scheduler and the server need from NATS, and nothing more.
+
+Two implementations keep the same semantics: ``gyoza.bus.connection.NatsBus`` over nats-py and
+``gyoza.bus.memory.MemoryBus`` in memory (for fast tests and tools with no server). Neither exposes a NATS type, so
+no layer above ``gyoza.bus`` knows which one it holds. Typed records live on top of a ``Bucket``
+(``gyoza.bus.records.RecordStore``), so compare-and-set is written once for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+MessageHandler = Callable[[bytes], Awaitable[None]]
+
+
+class RecordMissing(KeyError):
+    """No record under this key (never written, deleted, or expired)."""
+
+
+class RecordExists(Exception):
+    """``create`` found a record already under this key."""
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """One entry of a bucket watch: ``value`` is None when the key was deleted or purged."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class NatsState:
+    """Whether the bus can serve right now (``GET /health``)."""
+
+    connected: bool
+    jetstream: bool
+    reconnects: int
+
+    @property
+    def ok(self) -> bool:
+        return self.connected and self.jetstream
+
+
+# The watch's marker between the replay of every key's latest value and the live changes.
+INITIAL_VALUES_DONE = None
+
+
+class Stoppable(Protocol):
+    """A running subscription or consumer loop."""
+
+    async def stop(self) -> None: ...
+
+
+class Bucket(Protocol):
+    """A key-value bucket with a revision per write (JetStream KV semantics)."""
+
+    async def get(self, key: str) -> tuple[bytes, int]:
+        """(value, revision); ``RecordMissing`` when there is none."""
+        ...
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write only if absent; ``RecordExists`` otherwise. Returns the revision."""
+        ...
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        """Write only if ``last`` is the key's latest revision; ``gyoza.errors.Conflict`` otherwise."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the key (absent is fine)."""
+        ...
+
+    def watch(self) -> AsyncIterator[KeyChange | None]:
+        """Every key's latest value, then ``INITIAL_VALUES_DONE``, then each change as it happens."""
+        ...
+
+
+class Bus(Protocol):
+    """The buckets and the messaging every server process uses."""
+
+    @property
+    def definitions(self) -> Bucket: ...
+
+    @property
+    def runs(self) -> Bucket: ...
+
+    @property
+    def workers(self) -> Bucket: ...
+
+    @property
+    def leases(self) -> Bucket: ...
+
+    @property
+    def idempotency(self) -> Bucket: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    async def state(self) -> NatsState: ...
+
+    async def publish_durable(self, subject: str, payload: bytes, msg_id: str | None = None) -> int:
+        """Publish into the stream holding ``subject`` once it is durable; a repeated ``msg_id`` within the
+        stream's duplicate window is dropped (and answers the first one's sequence). Returns the sequence."""
+        ...
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """A core publish: fire and forget, to whoever subscribes now."""
+        ...
+
+    async def subscribe(self, subject: str, handler: MessageHandler) -> Stoppable:
+        """Core messages on ``subject`` (wildcards allowed) to ``handler``."""
+        ...
+
+    async def request(self, subject: str, payload: bytes, wait_s: float) -> bytes:
+        """One reply from whoever serves ``subject``. A handler's ``GyozaError`` is raised here again (same code,
+        status and details); ``Unavailable`` when nobody serves it or no answer came in ``wait_s``."""
+        ...
+
+    async def serve(self, subject: str, handler: RequestHandler) -> Stoppable:
+        """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``."""
+        ...
+
+    async def consume(self, stream: str, durable: str, handler: MessageHandler) -> Stoppable:
+        """Each message of a durable work-queue consumer to ``handler``: acked when it returns, redelivered later
+        when it raises."""
+        ...
+
+    async def read_subject(self, stream: str, subject: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` messages of ``subject`` with stream sequence > ``after``, in order, as (seq, data)."""
+        ...
+
+    async def read_object(self, name: str) -> bytes | None: ...
+
+    async def write_object(self, name: str, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,218 @@
+"""One contract for both implementations of the bus port: ``NatsBus`` on a real nats-server and the in-memory
+``MemoryBus``. Compare-and-set (no lost update under concurrent writers), fencing (a stale attempt is refused),
+idempotency (one key, one run), watches, and the messaging the services and the scheduler rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from gyoza.bus import names
+from gyoza.bus.connection import open_bus
+from gyoza.bus.embedded import EmbeddedNats
+from gyoza.bus.memory import MemoryBus
+from gyoza.bus.port import INITIAL_VALUES_DONE, Bus, KeyChange, RecordExists, RecordMissing
+from gyoza.bus.records import RecordStore
+from gyoza.core import statemachine as sm
+from gyoza.errors import Conflict, GyozaError, InvalidRequest, StaleAttempt, Unavailable
+from gyoza.schema import AdHocRunIn, RunState, WorkerEventIn
+from gyoza.services.clock import utcnow
+from gyoza.services.definitions import DefinitionService
+from gyoza.services.runs import RunService
+from gyoza.settings import Settings
+
+RUN = {"image": "busybox", "constraints": {"cpu": 1, "ram_mb": 64}}
+
+
+class Counter(BaseModel):
+    count: int = 0
+
+
+def bump(record: Counter) -> Counter:
+    record.count += 1
+    return record
+
+
+@pytest.fixture(scope="module")
+async def contract_nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A nats-server of this module's own: no Gyoza server's scheduler acts on the runs created here."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("contract-nats"))
+    yield await server.start()
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "nats"])
+async def bus(request: pytest.FixtureRequest, contract_nats_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
+    opened: Bus
+    if request.param == "memory":
+        opened = MemoryBus()
+    else:
+        opened = await open_bus(Settings(nats_url=contract_nats_url, data_dir=tmp_path / "gyoza"))
+    yield opened
+    await opened.close()
+
+
+def key() -> str:
+    return f"k-{uuid.uuid4().hex[:10]}"
+
+
+async def test_revisions_and_compare_and_set(bus: Bus) -> None:
+    k = key()
+    first = await bus.workers.create(k, b"1")
+    with pytest.raises(RecordExists):
+        await bus.workers.create(k, b"again")
+    second = await bus.workers.update(k, b"2", first)
+    assert second > first
+    assert await bus.workers.get(k) == (b"2", second)
+    with pytest.raises(Conflict):
+        await bus.workers.update(k, b"stale", first)
+    with pytest.raises(Conflict):
+        await bus.workers.update(k, b"no revision", 0)
+    await bus.workers.delete(k)
+    with pytest.raises(RecordMissing):
+        await bus.workers.get(k)
+    assert await bus.workers.create(k, b"back") > second  # a deleted key can be created again
+
+
+async def test_no_update_is_lost_under_concurrent_mutates(bus: Bus) -> None:
+    """Two stores stand for two servers (each remembering its last write); 40 concurrent increments all land."""
+    k = key()
+    first, second = RecordStore(bus.workers, Counter, remember=8), RecordStore(bus.workers, Counter, remember=8)
+    await first.create(k, Counter())
+    await asyncio.gather(*(store.mutate(k, bump) for _ in range(20) for store in (first, second)))
+    assert (await first.get(k))[0].count == 40
+
+
+async def test_a_watch_replays_then_marks_then_follows(bus: Bus) -> None:
+    k, gone = key(), key()
+    await bus.definitions.create(k, b"before")
+    await bus.definitions.create(gone, b"soon deleted")
+    watch = bus.definitions.watch()
+    seen: dict[str, bytes | None] = {}
+    while (change := await anext(watch)) is not INITIAL_VALUES_DONE:
+        assert isinstance(change, KeyChange)
+        seen[change.key] = change.value
+    assert seen[k] == b"before"
+    revision = await bus.definitions.update(k, b"after", (await bus.definitions.get(k))[1])
+    await bus.definitions.delete(gone)
+    assert await asyncio.wait_for(anext(watch), 5) == KeyChange(k, b"after", revision)
+    deleted = await asyncio.wait_for(anext(watch), 5)
+    assert deleted is not None and (deleted.key, deleted.value) == (gone, None)
+    await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_stale_attempt_is_fenced_off(bus: Bus) -> None:
+    runs = RunService(bus, DefinitionService(bus))
+    record, _ = await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
+    await runs.assign(record.id, 1, "w1", [])
+    with pytest.raises(StaleAttempt):  # not the worker holding the attempt
+        await runs.apply_worker_event(record.id, WorkerEventIn(attempt=1, worker_id="w2", type="STARTED"))
+    await runs.unassign(record.id, 1, "evicted")
+    await runs.change(record.id, lambda r: sm.assign(r, 1, "w2", [], utcnow()))
+    with pytest.raises(StaleAttempt):  # w1 lost the attempt to w2 meanwhile
+        await runs.apply_worker_event(record.id, WorkerEventIn(attempt=1, worker_id="w1", type="STARTED"))
+    with pytest.raises(StaleAttempt):  # an attempt number that is not the current one
+        await runs.apply_worker_event(record.id, WorkerEventIn(attempt=2, worker_id="w2", type="STARTED"))
+    started = await runs.apply_worker_event(record.id, WorkerEventIn(attempt=1, worker_id="w2", type="STARTED"))
+    assert started.state == RunState.RUNNING
+
+
+async def test_one_idempotency_key_gives_one_run(bus: Bus) -> None:
+    runs = RunService(bus, DefinitionService(bus))
+    body = AdHocRunIn.model_validate(RUN)
+    idempotency_key = f"order-{uuid.uuid4().hex}"
+    results = await asyncio.gather(*(runs.create_adhoc(body, idempotency_key) for _ in range(10)))
+    assert len({record.id for record, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    again, created = await runs.create_adhoc(body, idempotency_key)
+    assert (again.id, created) == (results[0][0].id, False)
+
+
+async def test_a_refusal_crosses_a_request_as_the_same_error(bus: Bus) -> None:
+    subject = f"contract.{uuid.uuid4().hex[:8]}"
+
+    async def handler(subject: str, data: bytes) -> bytes:
+        if data == b"bad":
+            raise InvalidRequest("invalid heartbeat", details=[{"field": "resources.cpu", "problem": "too small"}])
+        return data.upper()
+
+    with pytest.raises(Unavailable):  # nobody serves it yet
+        await bus.request(subject + ".x", b"hi", 1)
+    served = await bus.serve(subject + ".*", handler)
+    try:
+        assert await bus.request(subject + ".x", b"hi", 5) == b"HI"
+        with pytest.raises(InvalidRequest) as refused:
+            await bus.request(subject + ".x", b"bad", 5)
+    finally:
+        await served.stop()
+    error: GyozaError = refused.value
+    assert (error.status, error.code, error.message) == (400, "INVALID_REQUEST", "invalid heartbeat")
+    assert error.details == [{"field": "resources.cpu", "problem": "too small"}]
+
+
+async def test_durable_publish_drops_a_repeated_message_id(bus: Bus) -> None:
+    topic = f"contract-{uuid.uuid4().hex[:8]}"
+    subject = names.topic_subject(topic)
+    first = await bus.publish_durable(subject, b"one", msg_id=f"{topic}.1")
+    assert await bus.publish_durable(subject, b"one again", msg_id=f"{topic}.1") == first
+    second = await bus.publish_durable(subject, b"two", msg_id=f"{topic}.2")
+    assert await bus.read_subject(names.TOPICS_STREAM, subject, 0, 10) == [(first, b"one"), (second, b"two")]
+    assert await bus.read_subject(names.TOPICS_STREAM, subject, first, 10) == [(second, b"two")]
+
+
+async def test_core_publish_reaches_subscribers(bus: Bus) -> None:
+    subject = names.assignments_subject(f"w-{uuid.uuid4().hex[:8]}")
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    subscription = await bus.subscribe(subject, got.put)
+    try:
+        await bus.publish(subject, b"hello")
+        assert await asyncio.wait_for(got.get(), 5) == b"hello"
+    finally:
+        await subscription.stop()
+
+
+async def test_the_work_queue_consumer_acks_and_redelivers(bus: Bus) -> None:
+    """A message whose handler raised comes again; one acked is gone for good (the next consumer sees it no more).
+    Run requests of the tests above are in the stream too: they are acked and left out."""
+    tag = uuid.uuid4().hex[:8].encode()
+    fails, ok, after = tag + b" fails once", tag + b" ok", tag + b" after"
+    seen: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handler(data: bytes) -> None:
+        if not data.startswith(tag):
+            return
+        seen.append(data)
+        if data == fails and seen.count(fails) == 1:
+            raise Unavailable("not now")
+        if ok in seen and seen.count(fails) == 2:
+            done.set()
+
+    await bus.publish_durable(names.RUN_REQUESTED_SUBJECT, fails)
+    await bus.publish_durable(names.RUN_REQUESTED_SUBJECT, ok)
+    consumer = await bus.consume(names.RUN_REQUESTS_STREAM, names.SCHEDULER_CONSUMER, handler)
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await consumer.stop()
+    assert sorted(seen) == [fails, fails, ok]
+    seen.clear()
+    arrived = asyncio.Event()
+
+    async def record(data: bytes) -> None:
+        await handler(data)
+        if data == after:
+            arrived.set()
+
+    await bus.publish_durable(names.RUN_REQUESTED_SUBJECT, after)
+    consumer = await bus.consume(names.RUN_REQUESTS_STREAM, names.SCHEDULER_CONSUMER, record)
+    try:
+        await asyncio.wait_for(arrived.wait(), 10)
+    finally:
+        await consumer.stop()
+    assert seen == [after]
