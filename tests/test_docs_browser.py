@@ -37,8 +37,15 @@ def chromium_or_skip() -> str:
     return CHROMIUM
 
 
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    shots = Path(os.environ.get("GYOZA_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 async def test_the_docs_page_renders_every_operation_with_no_outside_request(
-    server: GyozaServer, tmp_path: Path
+    server: GyozaServer, screenshots: Path
 ) -> None:
     executable = chromium_or_skip()
     outside: list[str] = []
@@ -60,9 +67,7 @@ async def test_the_docs_page_renders_every_operation_with_no_outside_request(
             await page.wait_for_selector(".opblock", timeout=20_000)
             operations = await page.locator(".opblock").count()
             title = await page.locator(".info .title").inner_text()
-            shots = Path(os.environ.get("GYOZA_SCREENSHOTS") or tmp_path)
-            shots.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(shots / "docs.png"))
+            await page.screenshot(path=str(screenshots / "docs.png"))
         finally:
             await browser.close()
     assert outside == []
