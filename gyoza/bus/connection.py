@@ -69,8 +69,8 @@ class NatsBus:
     async def request(self, subject: str, payload: bytes, wait_s: float) -> bytes:
         return await messaging.request(self._nc, subject, payload, wait_s)
 
-    async def serve(self, subject: str, handler: RequestHandler) -> Stoppable:
-        return await messaging.serve(self._nc, subject, handler)
+    async def serve(self, subject: str, handler: RequestHandler, queue: str = "") -> Stoppable:
+        return await messaging.serve(self._nc, subject, handler, queue)
 
     async def consume(self, stream: str, durable: str, handler: MessageHandler) -> Stoppable:
         return await messaging.consume(self._js, stream, durable, handler)

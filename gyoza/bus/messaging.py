@@ -1,5 +1,5 @@
 """Request/reply, plain publishes and the durable work-queue consumer over nats-py (for ``NatsBus``), and the
-worker's own subscription.
+worker's own connection (``WorkerLink``).
 
 Handlers are plain ``async`` callables over bytes, so the layers above never see a NATS type. A request handler's
 ``GyozaError`` crosses NATS as its error body with the ``Gyoza-Error`` header (its HTTP status), and the requester
@@ -50,9 +50,9 @@ async def request(nc: Client, subject: str, payload: bytes, wait_s: float) -> by
         try:
             reply = await nc.request(subject, payload, timeout=wait_s)
         except nats.errors.NoRespondersError:
-            raise Unavailable("no scheduler is running right now; retry shortly") from None
+            raise Unavailable(f"nothing answers on {subject} (no leader or server yet); retry shortly") from None
         except nats.errors.TimeoutError:
-            raise Unavailable("the scheduler did not answer in time; retry shortly") from None
+            raise Unavailable(f"no answer on {subject} within {wait_s:g} s; retry shortly") from None
     status = (reply.headers or {}).get(ERROR_HEADER)
     if status is not None:
         raise error_from_body(int(status), json.loads(reply.data))
@@ -77,8 +77,9 @@ async def subscribe(nc: Client, subject: str, handler: MessageHandler) -> Subscr
     return Subscription(subscription.unsubscribe)
 
 
-async def serve(nc: Client, subject: str, handler: RequestHandler) -> Subscription:
-    """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``.
+async def serve(nc: Client, subject: str, handler: RequestHandler, queue: str = "") -> Subscription:
+    """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``; with a ``queue`` group,
+    one member of the group answers each request (every server replica serves, each request is handled once).
 
     Each request is handled in its own task: nats-py runs a subscription's callbacks one at a time, so a handler that
     waits on a KV write (a worker's first heartbeat) would otherwise hold up every request behind it, and under load
@@ -107,7 +108,7 @@ async def serve(nc: Client, subject: str, handler: RequestHandler) -> Subscripti
         task.add_done_callback(handling.discard)
 
     with translate_errors():
-        subscription = await nc.subscribe(subject, cb=on_message)
+        subscription = await nc.subscribe(subject, queue=queue, cb=on_message)
     return Subscription(subscription.unsubscribe)
 
 
@@ -165,8 +166,22 @@ async def _handle(msg: Msg, handler: MessageHandler, stream: str) -> None:
         await settle
 
 
-async def listen(url: str, creds: str | None, subject: str, handler: MessageHandler) -> Subscription:
-    """Connect on its own (a worker has no Bus) and pass every message of ``subject`` to ``handler``."""
-    nc = await connect(url, creds, "gyoza-worker")
-    await subscribe(nc, subject, handler)
-    return Subscription(nc.close)
+class WorkerLink:
+    """A worker's own NATS connection (it has no Bus): its assignments subject, and requests to the servers."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+
+    @classmethod
+    async def open(cls, url: str, creds: str | None, name: str) -> WorkerLink:
+        return cls(await connect(url, creds, name))
+
+    async def listen(self, subject: str, handler: MessageHandler) -> Subscription:
+        return await subscribe(self._nc, subject, handler)
+
+    async def request(self, subject: str, payload: bytes, wait_s: float) -> bytes:
+        return await request(self._nc, subject, payload, wait_s)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._nc.close()

@@ -13,6 +13,8 @@ SCHEDULER_CONSUMER = "scheduler"
 # Core NATS: another replica changed a worker record (drain); the leader re-reads it.
 WORKER_CHANGED_SUBJECT = "gyoza.scheduler.worker_changed"
 TOPICS_STREAM = "GYOZA_TOPICS"
+# Core NATS queue group of every server replica answering workers' event reports (each report handled once).
+SERVERS_QUEUE = "gyoza-servers"
 
 
 def topic_subject(topic: str) -> str:
@@ -25,3 +27,8 @@ def heartbeat_subject(worker_id: str) -> str:
 
 def assignments_subject(worker_id: str) -> str:
     return f"gyoza.workers.{worker_id}.assignments"
+
+
+def events_subject(worker_id: str) -> str:
+    """A NATS-mode worker's event reports (request/reply), answered by any server replica."""
+    return f"gyoza.workers.{worker_id}.events"

@@ -6,11 +6,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from gyoza.schema._base import Input, Part, Record, StoredRecord, Tag
 from gyoza.schema.definitions import Constraints, OutputSpec
 from gyoza.schema.enums import RunState
+from gyoza.schema.runs import WorkerEventIn
+
+# Run ids are UUIDs (they reach KV keys): the whole id must match.
+RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 class WorkerStatus(StrEnum):
@@ -55,6 +59,13 @@ class WorkerCommand(Record):
 class HeartbeatReply(Record):
     commands: list[WorkerCommand] = Field(default_factory=list)
     heartbeat_interval_s: float
+
+
+class WorkerEventReport(WorkerEventIn):
+    """A NATS-mode worker's event, a request on ``gyoza.workers.<id>.events``: the body of POST /runs/{id}/events
+    with the run id; the reply is ``{}`` or the same error as over REST."""
+
+    run_id: Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]
 
 
 class WorkerRecord(StoredRecord):

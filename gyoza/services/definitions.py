@@ -4,21 +4,36 @@ KV layout (``gyoza_definitions``): ``<name>`` holds a DefinitionPointer listing 
 last); ``<name>.<escaped version>`` holds each OpDefinition. The pointer is written after the version, so a crash
 in between leaves a version that an identical re-post repairs; a version key no pointer lists is an orphan of an
 interrupted delete and is overwritten by the next deploy.
+
+Reads of pointers come from a cache that a watch of the bucket keeps current (``follow``), so a run creation reads no
+KV for its definition. This process's own deploys and deletes apply to the cache before they return (read-your-
+writes); a name the cache does not know, or a version its pointer does not list, is read from KV (just deployed by
+another process, its watch entry still on the way). What stays is a window of the watch's delivery delay (about a
+millisecond) in which another process's new latest version or delete is not seen yet. Until the watch's replay is in,
+and whenever it failed, every read goes to KV.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import Callable
 from datetime import datetime
 
-from gyoza.bus.port import Bus
+from pydantic import ValidationError
+
+from gyoza.bus.port import INITIAL_VALUES_DONE, Bus, KeyChange
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.core.specs import spec_problems
-from gyoza.errors import DefinitionNotFound, InvalidRequest, VersionConflict
+from gyoza.errors import DefinitionNotFound, GyozaError, InvalidRequest, VersionConflict
 from gyoza.schema import DefinitionPointer, DefinitionVersionRef, OpDefinition, OpDefinitionIn
 from gyoza.services.clock import utcnow
 from gyoza.services.observer import NoObserver, WriteObserver
+from gyoza.supervision import TaskFailures, supervised
+
+log = logging.getLogger(__name__)
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -37,6 +52,68 @@ class DefinitionService:
         self.clock = clock
         # Versions are immutable, so a (name, version, revision) never changes content: cache it forever.
         self._cache: dict[tuple[str, str, int], OpDefinition] = {}
+        # Pointers by name with their KV revision (None: deleted), current while ``_following``.
+        self._pointers: dict[str, tuple[DefinitionPointer | None, int]] = {}
+        self._following = False
+        # Deleted by this process, the watch's delete not in yet: read from KV (an older put may still come first).
+        self._deleting: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the pointer cache -------------------------------------------------------------------------------------
+
+    async def follow(self, failures: TaskFailures) -> None:
+        """Start the watch that feeds the pointer cache (supervised: restarted, and replayed, after a failure)."""
+        self._task = asyncio.create_task(supervised("definitions-cache", self._watch, failures),
+                                         name="definitions-cache")  # fmt: skip
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        try:
+            async for change in self.pointers.bucket.watch():
+                if change is INITIAL_VALUES_DONE:
+                    self._following = True
+                elif "." not in change.key:  # a pointer; version keys are immutable and cached as they are read
+                    self._apply(change)
+        finally:
+            self._following = False
+            self._pointers.clear()
+            self._deleting.clear()
+
+    def _apply(self, change: KeyChange) -> None:
+        if change.value is None:
+            self._deleting.discard(change.key)
+            self._remember(change.key, None, change.revision)
+            return
+        try:
+            pointer = DefinitionPointer.model_validate_json(change.value)
+        except (ValidationError, GyozaError) as exc:  # unreadable here: this name is read from KV
+            log.warning("definitions cache skips %s: %s", change.key, exc)
+            self._pointers.pop(change.key, None)
+            return
+        self._remember(change.key, pointer, change.revision)
+
+    def _remember(self, name: str, pointer: DefinitionPointer | None, revision: int) -> None:
+        """Keep the newer of what is cached and what came (this process's own write may be ahead of the watch)."""
+        cached = self._pointers.get(name)
+        if cached is None or cached[1] < revision:
+            self._pointers[name] = (pointer, revision)
+
+    def _forget(self, name: str) -> None:
+        # Deleted here: read from KV until the watch delivers the delete (its revision is not known before).
+        self._deleting.add(name)
+        self._pointers.pop(name, None)
+
+    async def _current_pointer(self, name: str) -> DefinitionPointer | None:
+        cached = self._pointers.get(name) if self._following and name not in self._deleting else None
+        if cached is not None and cached[0] is not None:
+            return cached[0]
+        return await self._pointer_or_none(name)
 
     async def deploy(self, body: OpDefinitionIn) -> tuple[OpDefinition, bool]:
         """Store a version. Returns (definition, created); identical re-posts are (stored, False)."""
@@ -64,7 +141,9 @@ class DefinitionService:
             else:
                 revision = await self.versions_store.write(key, definition, revision)
                 created = True
-        pointer = await self._record_version(definition, revision)
+        pointer, pointer_revision = await self._record_version(definition, revision)
+        self._remember(definition.name, pointer, pointer_revision)
+        self._cache[(definition.name, definition.version, revision)] = definition
         self.observer.definition_written(definition, pointer)
         return definition, created
 
@@ -74,7 +153,7 @@ class DefinitionService:
         except RecordMissing:
             return None
 
-    async def _record_version(self, definition: OpDefinition, revision: int) -> DefinitionPointer:
+    async def _record_version(self, definition: OpDefinition, revision: int) -> tuple[DefinitionPointer, int]:
         ref = DefinitionVersionRef(version=definition.version, created_at=definition.created_at, revision=revision)
 
         def add(pointer: DefinitionPointer) -> DefinitionPointer | None:
@@ -85,22 +164,24 @@ class DefinitionService:
 
         while True:
             try:
-                pointer, _, _ = await self.pointers.mutate(definition.name, add)
-                return pointer
+                pointer, pointer_revision, _ = await self.pointers.mutate(definition.name, add)
+                return pointer, pointer_revision
             except RecordMissing:
                 fresh = DefinitionPointer(name=definition.name, versions=[ref])
                 try:
-                    await self.pointers.create(definition.name, fresh)
-                    return fresh
+                    return fresh, await self.pointers.create(definition.name, fresh)
                 except RecordExists:
                     continue
 
     async def get(self, name: str, version: str | None = None) -> OpDefinition:
         """The latest version of ``name``, or the given version; DefinitionNotFound otherwise."""
-        pointer = await self._pointer_or_none(name)
+        pointer = await self._current_pointer(name)
+        ref = _ref(pointer, version)
+        if ref is None and self._following:
+            pointer = await self._pointer_or_none(name)  # deployed elsewhere a moment ago: the watch lags
+            ref = _ref(pointer, version)
         if pointer is None or pointer.latest is None:
             raise DefinitionNotFound(f"no definition named {name!r}")
-        ref = pointer.latest if version is None else next((r for r in pointer.versions if r.version == version), None)
         if ref is None:
             raise DefinitionNotFound(f"definition {name!r} has no version {version!r}")
         return await self._load(name, ref)
@@ -129,7 +210,14 @@ class DefinitionService:
         if pointer is None:
             raise DefinitionNotFound(f"no definition named {name!r}")
         await self.pointers.delete(name)
+        self._forget(name)
         for ref in pointer.versions:
             await self.versions_store.delete(version_key(name, ref.version))
         self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
         self.observer.definition_deleted(name)
+
+
+def _ref(pointer: DefinitionPointer | None, version: str | None) -> DefinitionVersionRef | None:
+    if pointer is None:
+        return None
+    return pointer.latest if version is None else next((r for r in pointer.versions if r.version == version), None)

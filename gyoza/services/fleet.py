@@ -1,19 +1,24 @@
-"""What the API asks of the scheduler leader on behalf of workers: heartbeats and drains.
+"""What the API asks of the scheduler leader on behalf of workers (heartbeats and drains), and the workers' event
+reports over NATS.
 
 A heartbeat is a NATS request to ``gyoza.workers.<id>.heartbeat`` with the same body as the REST call, answered by
-whichever replica holds the leader lease (a worker may send that request directly). With no leader for a moment
-(fail-over), the caller gets 503 and retries.
+whichever replica holds the leader lease (a NATS-mode worker sends that request directly). With no leader for a
+moment (fail-over), the caller gets 503 and retries. A NATS-mode worker's events are requests to
+``gyoza.workers.<id>.events``, answered by any one server replica (``WorkerReports``).
 """
 
 from __future__ import annotations
 
 import contextlib
 
+from pydantic import ValidationError
+
 from gyoza.bus import names
-from gyoza.bus.port import Bus
+from gyoza.bus.port import Bus, Stoppable
 from gyoza.bus.records import RecordMissing
-from gyoza.errors import Unavailable, WorkerNotFound
-from gyoza.schema import HeartbeatIn, WorkerRecord
+from gyoza.errors import InvalidRequest, Unavailable, WorkerNotFound
+from gyoza.schema import HeartbeatIn, WorkerEventReport, WorkerRecord, validation_problems
+from gyoza.services.runs import RunService
 from gyoza.services.workers import WorkerService
 
 HEARTBEAT_REPLY_TIMEOUT_S = 5.0
@@ -62,3 +67,37 @@ class FleetService:
         with contextlib.suppress(Unavailable):
             await self.bus.request(names.WORKER_CHANGED_SUBJECT, worker_id.encode(), HEARTBEAT_REPLY_TIMEOUT_S)
         return record
+
+
+class WorkerReports:
+    """Answers ``gyoza.workers.<id>.events`` on every server replica (one queue group, so each report is applied
+    once): the same service call as POST /runs/{id}/events, fenced by the worker id of the subject and the attempt,
+    refused with the same errors (they cross the request as ``GyozaError``)."""
+
+    def __init__(self, bus: Bus, runs: RunService) -> None:
+        self.bus = bus
+        self.runs = runs
+        self._subscription: Stoppable | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self.bus.serve(names.events_subject("*"), self.on_event, names.SERVERS_QUEUE)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.stop()
+            self._subscription = None
+
+    async def on_event(self, subject: str, data: bytes) -> bytes:
+        worker_id = subject.split(".")[2]
+        try:
+            report = WorkerEventReport.model_validate_json(data)
+        except ValidationError as exc:
+            raise InvalidRequest("invalid worker event", details=validation_problems(exc)) from None
+        if report.worker_id != worker_id:
+            # The subject names the reporting worker; a body naming another one is a confused or forged report.
+            raise InvalidRequest(
+                f"the event names worker {report.worker_id!r} but came on the subject of worker {worker_id!r}",
+                details=[{"field": "worker_id", "problem": f"must be {worker_id!r}, the worker of the subject"}],
+            )
+        await self.runs.apply_worker_event(report.run_id, report)
+        return b"{}"

@@ -17,14 +17,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import gyoza
 from gyoza.client import AsyncGyozaClient
 from gyoza.errors import GyozaError
 from gyoza.processes import Shutdown
-from gyoza.schema import Assignment, HeartbeatIn, HeldAttempt, WorkerCommand, WorkerEventIn, WorkerResources
-from gyoza.worker.attempt import AttemptRunner, Refused
+from gyoza.schema import (
+    Assignment,
+    HeartbeatIn,
+    HeartbeatReply,
+    HeldAttempt,
+    WorkerCommand,
+    WorkerEventIn,
+    WorkerResources,
+)
+from gyoza.worker.attempt import AttemptRunner, Refused, Reporter
 from gyoza.worker.runtimes.base import Execution, Runtime
 from gyoza.worker.settings import WorkerSettings
 
@@ -42,13 +50,21 @@ GIVE_BACK_TIMEOUT_S = 5.0
 AssignmentSource = Callable[["WorkerAgent"], Coroutine[Any, Any, None]]
 
 
+class ServerLink(Reporter, Protocol):
+    """Where a worker's events, logs and heartbeats go: the REST client, or ``NatsReports`` in NATS mode."""
+
+    async def heartbeat(self, worker_id: str, body: HeartbeatIn) -> HeartbeatReply: ...
+
+
 class WorkerAgent:
     def __init__(
-        self, settings: WorkerSettings, resources: WorkerResources, client: AsyncGyozaClient, runtime: Runtime
-    ) -> None:
+        self, settings: WorkerSettings, resources: WorkerResources, client: AsyncGyozaClient, runtime: Runtime,
+        reports: ServerLink | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.resources = resources
-        self.client = client
+        self.client = client  # claims; events, logs and heartbeats too unless ``reports`` takes them
+        self.reports: ServerLink = reports or client
         self.runtime = runtime
         self.runners: dict[tuple[str, int], AttemptRunner] = {}
         self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -140,7 +156,7 @@ class WorkerAgent:
         key = (assignment.run_id, assignment.attempt)
         if not self.accepting or key in self.runners or key in self.finished:
             return False
-        runner = AttemptRunner(assignment, self.settings, self.client, self.runtime)
+        runner = AttemptRunner(assignment, self.settings, self.reports, self.runtime)
         self._track(runner, runner.run())
         return True
 
@@ -172,7 +188,7 @@ class WorkerAgent:
                 constraints={}, gpu_ids=[], timeout_seconds=None, op_definition=None, definition_version=None,
                 output_specs=None,
             )  # fmt: skip
-            runner = AttemptRunner(placeholder, self.settings, self.client, self.runtime)
+            runner = AttemptRunner(placeholder, self.settings, self.reports, self.runtime)
             runner.started = True  # by the previous life: never "given back" by a drain
             self._track(runner, self._adopted(runner, orphan.execution))
 
@@ -198,7 +214,7 @@ class WorkerAgent:
             msg="worker shutting down",
         )
         with contextlib.suppress(GyozaError):
-            await self.client.post_event(runner.assignment.run_id, event)
+            await self.reports.post_event(runner.assignment.run_id, event)
 
     # --- heartbeats --------------------------------------------------------------------------------------------
 
@@ -211,7 +227,7 @@ class WorkerAgent:
     async def _heartbeats(self) -> None:
         while True:
             try:
-                reply = await self.client.heartbeat(self.settings.name, self.heartbeat_body())
+                reply = await self.reports.heartbeat(self.settings.name, self.heartbeat_body())
             except GyozaError as exc:
                 log.warning("heartbeat failed: %s", exc.message)
             else:

@@ -7,11 +7,14 @@ import logging
 
 from pydantic import TypeAdapter, ValidationError
 
-from gyoza.bus import messaging, names
+from gyoza.bus import names
+from gyoza.bus.messaging import WorkerLink
 from gyoza.client import AsyncGyozaClient
+from gyoza.errors import GyozaError
 from gyoza.processes import Shutdown, shutdown_on_signals
-from gyoza.schema import Assignment, WorkerCommand
-from gyoza.worker.agent import AssignmentSource, WorkerAgent, claim_loop
+from gyoza.schema import Assignment, WorkerCommand, WorkerResources
+from gyoza.worker.agent import AssignmentSource, WorkerAgent
+from gyoza.worker.natslink import NatsReports
 from gyoza.worker.resources import detect_resources
 from gyoza.worker.runtimes.base import Runtime
 from gyoza.worker.settings import WorkerSettings
@@ -51,16 +54,35 @@ async def work(settings: WorkerSettings, shutdown: Shutdown) -> None:
     log.info("worker %s: cpu %g, ram %d MB, GPUs %s", settings.name, resources.cpu, resources.ram_mb,
              [g.index for g in resources.gpus] or "none")  # fmt: skip
     async with AsyncGyozaClient(settings.server_url, settings.api_key) as client:
-        agent = WorkerAgent(settings, resources, client, build_runtime(settings))
-        source: AssignmentSource = claim_loop
         if settings.nats_url and settings.mode == "nats":
-            source = _nats_source(settings.nats_url, str(settings.nats_creds) if settings.nats_creds else None)
-        await agent.run(shutdown, source)
+            await _work_over_nats(settings, shutdown, client, resources)
+            return
+        await WorkerAgent(settings, resources, client, build_runtime(settings)).run(shutdown)
 
 
-def _nats_source(url: str, creds: str | None) -> AssignmentSource:
-    """NATS mode: assignments and cancels arrive on ``gyoza.workers.<id>.assignments``; a slow claim poll is the
-    safety net for a message sent while this worker was not yet subscribed."""
+async def _work_over_nats(
+    settings: WorkerSettings, shutdown: Shutdown, client: AsyncGyozaClient, resources: WorkerResources
+) -> None:
+    """NATS mode: assignments arrive on the worker's subject, events and heartbeats go as NATS requests (logs and the
+    safety claim over REST). The connection outlives the agent: a drain still reports over it."""
+    assert settings.nats_url is not None
+    try:
+        link = await WorkerLink.open(settings.nats_url, str(settings.nats_creds) if settings.nats_creds else None,
+                                     f"gyoza-worker-{settings.name}")  # fmt: skip
+    except GyozaError as exc:
+        raise SystemExit(f"cannot connect to NATS at {settings.nats_url}: {exc.message}") from None
+    try:
+        agent = WorkerAgent(
+            settings, resources, client, build_runtime(settings), NatsReports(link, client, settings.name)
+        )
+        await agent.run(shutdown, _nats_source(link))
+    finally:
+        await link.close()
+
+
+def _nats_source(link: WorkerLink) -> AssignmentSource:
+    """Assignments and cancels arrive on ``gyoza.workers.<id>.assignments``; a slow claim poll is the safety net for a
+    message sent while this worker was not yet subscribed."""
 
     async def source(agent: WorkerAgent) -> None:
         async def on_message(data: bytes) -> None:
@@ -74,8 +96,7 @@ def _nats_source(url: str, creds: str | None) -> AssignmentSource:
             else:
                 agent.apply(message)
 
-        subscription = await messaging.listen(url, creds, names.assignments_subject(agent.settings.name),
-                                              on_message)  # fmt: skip
+        subscription = await link.listen(names.assignments_subject(agent.settings.name), on_message)
         try:
             while True:
                 for assignment in (await agent.client.claim(agent.settings.name, wait=0)).data:

@@ -9,7 +9,7 @@ import pytest
 
 from gyoza.errors import InvalidRequest, Unavailable
 from gyoza.schema import AdHocRunIn, Assignment, RunState, WorkerCommand, WorkerEventIn, WorkerStatus
-from tests.unit.twin import WORKER_TIMEOUT_S, twin
+from tests.unit.twin import WORKER_TIMEOUT_S, Twin, twin
 from tests.waiting import until
 
 
@@ -61,7 +61,8 @@ async def test_a_lost_running_attempt_is_retried_after_its_back_off() -> None:
         await t.heartbeat("w1")
         policy = {"max_attempts": 2, "backoff_seconds": 30}
         record, _ = await t.runs.create_adhoc(adhoc(retry_policy=policy), None)
-        await until(lambda: t.scheduler.state.ledger.held.get(record.id), 5, what="the assignment")
+        # Stored, not only reserved: a worker reports STARTED once the assignment reached it (after the write).
+        await until(lambda: _assigned(t, record.id), 5, what="the assignment")
         await t.runs.apply_worker_event(record.id, WorkerEventIn(attempt=1, worker_id="w1", type="STARTED"))
         t.clock.advance(WORKER_TIMEOUT_S + 1)
         await t.heartbeat("w2")
@@ -125,3 +126,7 @@ async def test_a_drained_worker_keeps_its_run_gets_no_new_one_and_stays_drained(
         assert (await t.runs.get(first.id)).current.worker_id == "w1"
         await asyncio.sleep(0.05)
         assert (await t.runs.get(second.id)).state == RunState.PENDING
+
+
+async def _assigned(t: Twin, run_id: str) -> bool:
+    return (await t.runs.get(run_id)).state == RunState.ASSIGNED

@@ -178,11 +178,17 @@ class DockerRuntime:
         self.client = docker.from_env(max_pool_size=MAX_ENGINE_CONNECTIONS)
         self.network = network
         self.pull = pull
+        # Images seen on the engine: the next attempt of the same image skips the engine call that checks for it
+        # (``launch`` finds out should one be removed meanwhile, and checks or pulls again then).
+        self._present: set[str] = set()
 
     async def ensure_image(self, image: str) -> None:
         if self.pull != "always":
+            if image in self._present:
+                return
             try:
                 await asyncio.to_thread(self.client.images.get, image)
+                self._present.add(image)
                 return
             except docker.errors.ImageNotFound:
                 if self.pull == "never":
@@ -191,12 +197,13 @@ class DockerRuntime:
             await asyncio.to_thread(self.client.images.pull, image)
         except docker.errors.DockerException as exc:
             raise ImageMissing(f"image {image} not found: {exc}") from None
+        self._present.add(image)
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> DockerExecution:
         options = container_options(spec, self.network)
         del options["detach"]  # a ``run`` argument; create + start is a detached run
         try:
-            container = await asyncio.to_thread(self.client.containers.create, **options)
+            container = await self._create(spec.image, options)
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(f"image {spec.image} not found: {exc.explanation}") from None
         except docker.errors.DockerException as exc:
@@ -209,6 +216,17 @@ class DockerRuntime:
                 await asyncio.to_thread(container.remove, force=True)
             raise LaunchFailed(f"container failed to start: {exc}") from None
         return DockerExecution(container, logs)
+
+    async def _create(self, image: str, options: dict[str, Any]) -> Container:
+        try:
+            return await asyncio.to_thread(self.client.containers.create, **options)
+        except docker.errors.ImageNotFound:
+            if image not in self._present:
+                raise
+        # Removed since it was seen: check (and pull, as the policy says) once more, like a first attempt would.
+        self._present.discard(image)
+        await self.ensure_image(image)
+        return await asyncio.to_thread(self.client.containers.create, **options)
 
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
         # Sparse: the list answer already holds labels and mounts, and a full listing would inspect each container,
