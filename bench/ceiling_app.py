@@ -3,12 +3,15 @@
 ``python -m bench.ceiling_app PORT SAMPLE_RESPONSE_FILE``: ``POST /definitions/<name>/runs`` parses the body into
 the same pydantic model Gyoza uses (``RunFromDefinitionIn``) and answers 201 with a fresh ``model_dump_json`` of an
 ``OpRun`` read from the sample file (a real Gyoza response, so the size matches). Hypercorn is configured as
-``gyoza.server.serve`` configures it. No NATS, no auth, no index: what is left is the framework's own cost.
+``gyoza.server.serve`` configures it, on a socket bound as a ``--workers`` pool's processes bind theirs
+(SO_REUSEPORT): start several on one port for the ceiling at that process count. No NATS, no auth, no index: what is
+left is the framework's own cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from quart import Quart, Response, request
 
 from gyoza.processes import stop_on_signals
 from gyoza.schema import OpRun, RunFromDefinitionIn
+from gyoza.server.serve import listen
 
 
 def create_app(sample: OpRun) -> Quart:
@@ -30,14 +34,14 @@ def create_app(sample: OpRun) -> Quart:
 
     @app.get("/health")
     async def health() -> Response:
-        return Response('{"status":"ok"}', content_type="application/json")
+        return Response(f'{{"status":"ok","pid":{os.getpid()}}}', content_type="application/json")
 
     return app
 
 
 async def main(port: int, sample: OpRun) -> None:
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"fd://{listen('127.0.0.1', port, share=True).detach()}"]
     config.accesslog = None
     config.graceful_timeout = 2
     app = create_app(sample)

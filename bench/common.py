@@ -41,9 +41,11 @@ from tests.processes import GyozaServer as GyozaServer
 from tests.processes import free_port as free_port
 
 
-async def start_server(data_dir: Path, nats_url: str, env: dict[str, str] | None = None) -> GyozaServer:
-    """``python -m gyoza server start`` on an external NATS, awaited until it answers (off the event loop)."""
-    return await asyncio.to_thread(GyozaServer(data_dir, nats_url, **(env or {})).start)
+async def start_server(
+    data_dir: Path, nats_url: str, env: dict[str, str] | None = None, workers: int = 1
+) -> GyozaServer:
+    """``python -m gyoza server start`` on an external NATS, awaited until every process answers (off the loop)."""
+    return await asyncio.to_thread(GyozaServer(data_dir, nats_url, workers=workers, **(env or {})).start)
 
 
 @dataclass
@@ -60,7 +62,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack(server_env: dict[str, str] | None = None, http_connections: int = 64) -> AsyncIterator[Stack]:
+async def stack(
+    server_env: dict[str, str] | None = None, http_connections: int = 64, workers: int = 1
+) -> AsyncIterator[Stack]:
     """Fresh NATS + Gyoza server in a temp dir; everything is stopped and removed on exit."""
     work_dir = Path(tempfile.mkdtemp(prefix="gyoza-bench-"))
     broker = EmbeddedNats(work_dir / "nats")
@@ -68,7 +72,7 @@ async def stack(server_env: dict[str, str] | None = None, http_connections: int 
     server: GyozaServer | None = None
     nc: Client | None = None
     try:
-        server = await start_server(work_dir / "gyoza", nats_url, server_env)
+        server = await start_server(work_dir / "gyoza", nats_url, server_env, workers)
         nc = await nats.connect(nats_url, name="gyoza-bench", max_reconnect_attempts=0)
         limits = httpx.Limits(max_connections=http_connections, max_keepalive_connections=http_connections)
         async with httpx.AsyncClient(
@@ -131,25 +135,28 @@ async def until(predicate: Callable[[], Awaitable[bool]], limit_s: float, every:
 class CpuMeter:
     """CPU time used by processes between ``start()`` and ``stop()``, as % of one core (100 = one core busy)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int | list[int]]) -> None:
         self.pids = pids
         self._ticks_per_s = os.sysconf("SC_CLK_TCK")
         self._start: dict[str, int] = {}
         self._started_at = 0.0
 
-    def _ticks(self, pid: int) -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
+    def _ticks(self, pids: int | list[int]) -> int:
+        total = 0
+        for pid in pids if isinstance(pids, list) else [pids]:  # a list: one name for several processes, summed
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total
 
     def start(self) -> None:
         self._started_at = time.perf_counter()
-        self._start = {name: self._ticks(pid) for name, pid in self.pids.items()}
+        self._start = {name: self._ticks(pids) for name, pids in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self._started_at
         return {
-            name: round(100 * (self._ticks(pid) - self._start[name]) / self._ticks_per_s / elapsed)
-            for name, pid in self.pids.items()
+            name: round(100 * (self._ticks(pids) - self._start[name]) / self._ticks_per_s / elapsed)
+            for name, pids in self.pids.items()
         }
 
 

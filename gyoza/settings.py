@@ -32,6 +32,8 @@ class Settings(BaseModel):
     heartbeat_interval: float = Field(default=2.0, gt=0)
     worker_timeout: float = Field(default=10.0, gt=0)
     lease_ttl: float = Field(default=5.0, gt=0)
+    # Server processes sharing the port and one NATS; None: one per usable core (``gyoza up``: 1).
+    server_workers: int | None = Field(default=None, ge=1, le=256)
     log_level: str = "info"
 
     @classmethod

@@ -26,8 +26,11 @@ def free_port() -> int:
 class GyozaServer:
     """``gyoza server start`` as a child process; ``nats_url=None`` runs it on its embedded NATS."""
 
-    def __init__(self, data_dir: Path, nats_url: str | None, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, nats_url: str | None, port: int | None = None, workers: int = 1, **env: str
+    ) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.nats_url = nats_url
         self.port = port or free_port()
         self.env = env
@@ -49,6 +52,7 @@ class GyozaServer:
                 "GYOZA_HOST": "127.0.0.1",
                 "GYOZA_DATA_DIR": str(self.data_dir),
                 "GYOZA_LOG_LEVEL": "warning",
+                "GYOZA_SERVER_WORKERS": str(self.workers),
                 **self.env,  # a caller's value wins, GYOZA_LOG_LEVEL included
             }
         )
@@ -70,9 +74,20 @@ class GyozaServer:
                 raise RuntimeError(f"gyoza server exited {self.process.returncode}: {self.log_path.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    self._wait_for_every_process(deadline)
                     return
             time.sleep(0.05)
         raise TimeoutError(f"gyoza server not ready: {self.log_path.read_text()}")
+
+    def _wait_for_every_process(self, deadline: float) -> None:
+        """With ``workers`` > 1 the server answers once one process does: wait until each has answered (every
+        ``httpx.get`` is a new connection, which the kernel gives to any listening process)."""
+        seen: set[int] = set()
+        while len(seen) < self.workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only server processes {seen} answer: {self.log_path.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                seen.add(httpx.get(self.url + "/health", timeout=1).json()["pid"])
 
     def stop(self) -> int | None:
         """SIGTERM and wait; returns the exit code."""

@@ -113,6 +113,10 @@ class MemoryBucket:
         if self._live(key) is not None:
             self._put(key, None)
 
+    async def last_revision(self) -> int:
+        await _round_trip()
+        return self._sequence
+
     async def watch(self) -> AsyncIterator[KeyChange | None]:
         queue: asyncio.Queue[KeyChange] = asyncio.Queue()
         self._watchers.add(queue)
@@ -303,7 +307,8 @@ class MemoryBus:
 
         return _Subscription(stop)
 
-    async def serve(self, subject: str, handler: RequestHandler) -> _Subscription:
+    async def serve(self, subject: str, handler: RequestHandler, queue: str = "") -> _Subscription:
+        # One handler answers each request (``request`` takes the first), as a queue group would.
         entry = (subject, handler)
         self._servers.append(entry)
 
@@ -315,7 +320,7 @@ class MemoryBus:
     async def request(self, subject: str, payload: bytes, wait_s: float) -> bytes:
         handler = next((h for pattern, h in self._servers if subject_matches(pattern, subject)), None)
         if handler is None:
-            raise Unavailable("no scheduler is running right now; retry shortly")
+            raise Unavailable(f"nothing answers on {subject} (no leader or server yet); retry shortly")
         try:
             async with asyncio.timeout(wait_s):
                 return await handler(subject, payload)
@@ -323,7 +328,7 @@ class MemoryBus:
             raise error_from_body(exc.status, exc.to_body()) from None
         except Exception as exc:  # over NATS the handler would not answer: the requester times out
             log.warning("handling %s failed: %r", subject, exc)
-            raise Unavailable("the scheduler did not answer in time; retry shortly") from None
+            raise Unavailable(f"no answer on {subject} within {wait_s:g} s; retry shortly") from None
 
     # --- objects -----------------------------------------------------------------------------------------------
 

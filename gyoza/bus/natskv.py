@@ -47,6 +47,11 @@ class NatsBucket:
         with translate_errors(), contextlib.suppress(nats.js.errors.KeyNotFoundError):
             await self._kv.delete(key)
 
+    async def last_revision(self) -> int:
+        with translate_errors():
+            status = await self._kv.status()
+        return int(status.stream_info.state.last_seq or 0)
+
     async def watch(self) -> AsyncIterator[KeyChange | None]:
         with translate_errors():
             watcher = await self._kv.watchall()

@@ -79,6 +79,11 @@ class Bucket(Protocol):
         """Every key's latest value, then ``INITIAL_VALUES_DONE``, then each change as it happens."""
         ...
 
+    async def last_revision(self) -> int:
+        """The bucket's latest revision over every key (0 when nothing was ever written): a watch that has delivered
+        it has seen every write acknowledged before this call."""
+        ...
+
 
 class Bus(Protocol):
     """The buckets and the messaging every server process uses."""
@@ -121,8 +126,9 @@ class Bus(Protocol):
         status and details); ``Unavailable`` when nobody serves it or no answer came in ``wait_s``."""
         ...
 
-    async def serve(self, subject: str, handler: RequestHandler) -> Stoppable:
-        """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``."""
+    async def serve(self, subject: str, handler: RequestHandler, queue: str = "") -> Stoppable:
+        """Answer requests on ``subject`` (wildcards allowed) with ``handler(subject, data)``; of the servers in one
+        ``queue`` group, one answers each request."""
         ...
 
     async def consume(self, stream: str, durable: str, handler: MessageHandler) -> Stoppable:

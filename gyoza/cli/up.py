@@ -42,7 +42,11 @@ def up(port: int | None, data_dir: Path | None, runtime: str | None, network: st
     # Reuse the key this data dir was given before (clients keep working across restarts); env/flags still win.
     api_key = base.api_key or read_config_file(base.data_dir).get("api_key") or secrets.token_urlsafe(24)
     url = f"http://{'127.0.0.1' if base.host in ('0.0.0.0', '::') else base.host}:{base.port}"
-    settings = base.model_copy(update={"api_key": api_key, "server_url": url, "nats_url": None})
+    # One server process unless GYOZA_SERVER_WORKERS asks for more: a laptop's cores are the ops'.
+    workers = base.server_workers or 1
+    settings = base.model_copy(
+        update={"api_key": api_key, "server_url": url, "nats_url": None, "server_workers": workers}
+    )
     if runtime is None:
         runtime = "docker" if docker_reachable() else "process"
         if runtime == "process":

@@ -47,6 +47,7 @@ class Health(Record):
     version: str
     nats: NatsHealth
     scheduler: Literal["leader", "standby"] = Field(description="whether this server is acting as scheduler now")
+    pid: int | None = Field(default=None, description="the server process that answered (one of --workers)")
 
 
 class ErrorInfo(Record):

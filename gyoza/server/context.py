@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from quart import current_app
 
@@ -17,12 +18,16 @@ from gyoza.server.index import QueryIndex
 from gyoza.server.watch import BucketFollower, IndexedRuns
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.feed import RunFeed
-from gyoza.services.fleet import FleetService
+from gyoza.services.fleet import FleetService, WorkerReports
 from gyoza.services.runs import RunService
 from gyoza.services.topics import TopicFeed
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
 from gyoza.supervision import TaskFailures
+
+# The app config key naming the NATS mode ``/health`` reports when the bus cannot tell: a ``--workers`` pool's
+# processes reach the embedded nats-server their parent runs by its URL.
+NATS_MODE_CONFIG = "GYOZA_NATS_MODE"
 
 
 @dataclass
@@ -39,14 +44,23 @@ class ServerContext:
     follower: BucketFollower
     scheduler: Scheduler
     failures: TaskFailures
+    reports: WorkerReports | None = None
 
     async def close(self) -> None:
+        if self.reports is not None:
+            await self.reports.stop()
         with contextlib.suppress(Exception):
             await self.scheduler.stop()
         await self.feed.stop()
         await self.follower.stop()
+        await self.definitions.stop()
         await self.bus.close()
         self.index.close()
+
+
+def index_path(settings: Settings, pid: int) -> Path:
+    """Each server process's own index file: the processes of a ``--workers`` pool share the port."""
+    return settings.data_dir / "index" / f"server-{settings.port}-{pid}.sqlite"
 
 
 def node_id(settings: Settings) -> str:
@@ -58,8 +72,8 @@ async def build_context(settings: Settings) -> ServerContext:
     """Connect, replay KV into the index and the scheduler's model, then start competing for the leader lease."""
     bus = await open_bus(settings)
     try:
-        index = QueryIndex(settings.data_dir / "index" / f"server-{settings.port}.sqlite")
-        listener = IndexedRuns(index)
+        index = QueryIndex(index_path(settings, os.getpid()))
+        listener = IndexedRuns(index, bus.runs)
         definitions = DefinitionService(bus, observer=listener)
         runs = RunService(bus, definitions, observer=listener)
         workers = WorkerService(bus)
@@ -71,14 +85,17 @@ async def build_context(settings: Settings) -> ServerContext:
             feed.subscribe(subscriber)
         follower = BucketFollower(bus, index, failures)
         await follower.start()
+        await definitions.follow(failures)  # the pointer cache: a run creation reads no KV for its definition
         await feed.start()
         await scheduler.start()
+        reports = WorkerReports(bus, runs)  # NATS-mode workers' events, on every replica
+        await reports.start()
     except BaseException:
         await bus.close()
         raise
     return ServerContext(
         settings, bus, index, listener, definitions, runs, topics, FleetService(bus, workers), feed, follower,
-        scheduler, failures,
+        scheduler, failures, reports,
     )  # fmt: skip
 
 

@@ -20,6 +20,8 @@ from gyoza.errors import InvalidRequest
 from gyoza.schema import (
     DefinitionPointer,
     OpDefinition,
+    ReasonCode,
+    RunFilterIn,
     RunListQuery,
     RunRecord,
     RunState,
@@ -29,9 +31,9 @@ from gyoza.schema import (
 
 _UPSERT_RUN = """
 INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
-                  gpu_ids, revision, body)
+                  gpu_ids, revision, body, batch_id, labels)
 VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :attempt, :cpu, :ram_mb, :vram_mb,
-        :gpu_ids, :revision, :body)
+        :gpu_ids, :revision, :body, :batch_id, :labels)
 ON CONFLICT(id) DO UPDATE SET
   state = excluded.state, worker_id = excluded.worker_id, attempt = excluded.attempt, gpu_ids = excluded.gpu_ids,
   revision = excluded.revision, body = excluded.body
@@ -55,8 +57,7 @@ class QueryIndex:
     @staticmethod
     def _recreate(path: Path) -> sqlite_utils.Database:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            leftover.unlink(missing_ok=True)
+        remove_index_files(path)
         db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # disposable: rebuilt from KV at every start
@@ -73,6 +74,7 @@ class QueryIndex:
         for column in ("state", "op_definition", "worker_id", "topic", "image"):
             runs.create_index([column, "created_at", "id"])
         runs.create_index(["worker_id", "state"], index_name="idx_runs_worker_state")
+        _add_batch_columns(runs)
         db.table("definitions").create(
             {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
         )
@@ -81,9 +83,11 @@ class QueryIndex:
         return db
 
     def close(self) -> None:
+        """Close and delete the file: the next start rebuilds it from KV anyway."""
         if self.db.conn.in_transaction:
             self.db.conn.commit()
         self.db.conn.close()
+        remove_index_files(self.path)
 
     # --- runs --------------------------------------------------------------------------------------------------
 
@@ -139,6 +143,23 @@ class QueryIndex:
         """Run bodies ASSIGNED to the worker and not yet started, oldest assignment first."""
         sql = "SELECT body FROM runs WHERE worker_id = ? AND state = 'ASSIGNED' ORDER BY revision"
         return [row[0] for row in self.db.execute(sql, [worker_id]).fetchall()]
+
+    def batch_summary(self, batch_id: str) -> tuple[dict[str, int], float]:
+        """A batch's runs by state, and the sum of their progress counting a finished run as 100."""
+        sql = (
+            "SELECT state, count(*), sum(CASE WHEN state IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN 100 "
+            "ELSE json_extract(body, '$.progress') END) FROM runs WHERE batch_id = ? GROUP BY state"
+        )
+        rows = self.db.execute(sql, [batch_id]).fetchall()
+        return {row[0]: row[1] for row in rows}, float(sum(row[2] or 0 for row in rows))
+
+    def matching_run_ids(self, run_filter: RunFilterIn) -> list[str]:
+        """Every run matching the filter (all its conditions), oldest first."""
+        where, params = _run_filter_clauses(
+            run_filter.batch_id, run_filter.labels or {}, run_filter.state or [], run_filter.reason
+        )
+        sql = f"SELECT id FROM runs WHERE {' AND '.join(where) or '1'} ORDER BY created_at, id"
+        return [row[0] for row in self.db.execute(sql, params).fetchall()]
 
     def count_runs_by_state(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall())
@@ -217,6 +238,12 @@ class QueryIndex:
         self.db.execute("DELETE FROM definitions WHERE name = ?", [name])
 
 
+def remove_index_files(path: Path) -> None:
+    """The index file with its WAL and shared-memory files."""
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
 def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:
     attempt = record.current
     return {
@@ -234,7 +261,50 @@ def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:
         "gpu_ids": json.dumps(attempt.gpu_ids),
         "revision": revision,
         "body": run_view(record).model_dump_json(),
+        "batch_id": record.batch_id,
+        "labels": json.dumps(record.labels) if record.labels else None,
     }
+
+
+def _add_batch_columns(runs: sqlite_utils.db.Table) -> None:
+    """Batch and label columns: runs of a batch are found by an index; labels (rarely many) by a JSON look-up."""
+    runs.add_column("batch_id", str)
+    runs.add_column("labels", str)
+    runs.create_index(["batch_id", "created_at", "id"])
+
+
+def _run_filter_clauses(
+    batch_id: str | None, labels: dict[str, str], states: list[RunState], reason: ReasonCode | None
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions for the batch, label, state and reason filters (GET /runs and the bulk actions alike)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if batch_id is not None:
+        where.append("batch_id = ?")
+        params.append(batch_id)
+    for key, value in labels.items():
+        # Keys match LABEL_KEY_PATTERN (no quote or backslash), so the quoted JSON path is safe to build.
+        where.append(f"json_extract(labels, '$.\"{key}\"') = ?")
+        params.append(value)
+    if states:
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        params += [s.value for s in states]
+    if reason is not None:
+        where.append("json_extract(body, '$.state_reason.code') = ?")
+        params.append(reason.value)
+    return where, params
+
+
+def _label_pairs(filters: list[str] | None) -> dict[str, str]:
+    """``k:v`` filters as {k: v}; the same key twice keeps both conditions apart by failing to match (AND)."""
+    pairs: dict[str, str] = {}
+    for item in filters or []:
+        key, _, value = item.partition(":")
+        if pairs.get(key, value) != value:
+            pairs[key] = "\x00"  # no label value holds a NUL: two different values for one key match nothing
+        else:
+            pairs[key] = value
+    return pairs
 
 
 def _filters(query: RunListQuery) -> tuple[list[str], list[Any]]:
@@ -253,4 +323,5 @@ def _filters(query: RunListQuery) -> tuple[list[str], list[Any]]:
         if value is not None:
             where.append(f"created_at {op} ?")
             params.append(value)
-    return where, params
+    more, more_params = _run_filter_clauses(query.batch_id, _label_pairs(query.label), [], None)
+    return where + more, params + more_params

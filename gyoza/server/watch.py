@@ -13,24 +13,64 @@ import logging
 from collections.abc import Callable
 
 from gyoza.bus.port import INITIAL_VALUES_DONE, Bucket, Bus, KeyChange
-from gyoza.errors import RecordTooNew
+from gyoza.errors import RecordTooNew, Unavailable
 from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord, WorkerRecord
 from gyoza.server.index import QueryIndex
 from gyoza.supervision import TaskFailures, supervised
 
 log = logging.getLogger(__name__)
 
+# How long a GET /runs waits for this process's run feed to reach the writes acknowledged before it.
+CATCH_UP_TIMEOUT_S = 2.0
+
 
 class IndexedRuns:
     """Keeps the index current from the run feed and from this server's own writes (read-your-writes), and wakes
-    workers long-polling for their assignments."""
+    workers long-polling for their assignments.
 
-    def __init__(self, index: QueryIndex) -> None:
+    ``catch_up`` gives read-your-writes across processes: a run created through another server process (of the same
+    ``--workers`` pool or another replica) is in this index once the feed has delivered the runs bucket's latest
+    revision as of the request. Only the feed advances ``position``: this process's own writes can be newer than
+    versions the feed has yet to deliver.
+    """
+
+    def __init__(self, index: QueryIndex, bucket: Bucket) -> None:
         self.index = index
+        self.bucket = bucket
         self.assignment_waiters: dict[str, asyncio.Event] = {}
+        self.position = 0
+        self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
 
     async def on_run(self, record: RunRecord, revision: int) -> None:
         self.run_written(record, revision)
+        self.position = max(self.position, revision)
+        if self._catching_up:
+            self._release_caught_up()
+
+    async def catch_up(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+        """Return once the index holds every run version written before this call (one NATS round trip). When NATS
+        cannot say, or after ``timeout_s`` (a feed restarting, a version the feed skips), it returns anyway: the
+        answer is then as fresh as this process's feed, as a list is during a NATS outage."""
+        try:
+            target = await asyncio.wait_for(self.bucket.last_revision(), timeout_s)
+        except (Unavailable, TimeoutError):
+            return
+        if self.position >= target:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._catching_up.append((target, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            log.warning("run index at revision %d, not %d after %.1f s: answering from it", self.position, target,
+                        timeout_s)  # fmt: skip
+        finally:
+            self._catching_up = [(t, w) for t, w in self._catching_up if w is not waiter]
+
+    def _release_caught_up(self) -> None:
+        for target, waiter in self._catching_up:
+            if target <= self.position and not waiter.done():
+                waiter.set_result(None)
 
     def run_written(self, record: RunRecord, revision: int) -> None:
         # Both this server's own writes and the feed's deliveries of them arrive here (in either order); the index

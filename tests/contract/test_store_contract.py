@@ -16,7 +16,7 @@ from gyoza.bus import names
 from gyoza.bus.connection import open_bus
 from gyoza.bus.embedded import EmbeddedNats
 from gyoza.bus.memory import MemoryBus
-from gyoza.bus.port import INITIAL_VALUES_DONE, Bus, KeyChange, RecordExists, RecordMissing
+from gyoza.bus.port import INITIAL_VALUES_DONE, Bus, KeyChange, RecordExists, RecordMissing, RequestHandler
 from gyoza.bus.records import RecordStore
 from gyoza.core import statemachine as sm
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, StaleAttempt, Unavailable
@@ -155,6 +155,26 @@ async def test_a_refusal_crosses_a_request_as_the_same_error(bus: Bus) -> None:
     assert error.details == [{"field": "resources.cpu", "problem": "too small"}]
 
 
+async def test_servers_in_one_queue_group_handle_each_request_once(bus: Bus) -> None:
+    subject = f"contract.{uuid.uuid4().hex[:8]}"
+    handled: list[str] = []
+
+    def server(name: str) -> RequestHandler:
+        async def handler(subject: str, data: bytes) -> bytes:
+            handled.append(name)
+            return name.encode()
+
+        return handler
+
+    served = [await bus.serve(subject, server(name), queue="replicas") for name in ("a", "b")]
+    try:
+        replies = [await bus.request(subject, b"", 5) for _ in range(20)]
+    finally:
+        for subscription in served:
+            await subscription.stop()
+    assert len(handled) == 20 and sorted(replies) == sorted(name.encode() for name in handled)
+
+
 async def test_durable_publish_drops_a_repeated_message_id(bus: Bus) -> None:
     topic = f"contract-{uuid.uuid4().hex[:8]}"
     subject = names.topic_subject(topic)
@@ -216,3 +236,10 @@ async def test_the_work_queue_consumer_acks_and_redelivers(bus: Bus) -> None:
     finally:
         await consumer.stop()
     assert seen == [after]
+
+
+async def test_last_revision_is_the_newest_write_over_every_key(bus: Bus) -> None:
+    before = await bus.workers.last_revision()
+    first = await bus.workers.create(key(), b"1")
+    second = await bus.workers.create(key(), b"2")
+    assert before < first < second == await bus.workers.last_revision()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+import os
+
+from quart import Blueprint, Response, current_app
 from quart_schema import document_response, security_scheme
 
 import gyoza
 from gyoza.schema import Health, NatsHealth
-from gyoza.server.context import ctx
+from gyoza.server.context import NATS_MODE_CONFIG, ctx
 from gyoza.server.http import json_response
 
 blueprint = Blueprint("meta", __name__)
@@ -24,8 +26,9 @@ async def health() -> Response:
     """
     context = ctx()
     state = await context.bus.state()
+    mode = current_app.config.get(NATS_MODE_CONFIG, context.bus.mode)  # a pool's parent runs the embedded NATS
     nats = NatsHealth(
-        mode="embedded" if context.bus.mode == "embedded" else "external",
+        mode="embedded" if mode == "embedded" else "external",
         connected=state.connected,
         jetstream=state.jetstream,
         reconnects=state.reconnects,
@@ -35,5 +38,6 @@ async def health() -> Response:
         version=gyoza.__version__,
         nats=nats,
         scheduler="leader" if context.scheduler.is_leader else "standby",
+        pid=os.getpid(),
     )
     return json_response(body, 200 if state.ok else 503)
