@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import lifecycle, scheduling, storage, submissions, worker_overhead
+from bench import batches, lifecycle, scheduling, storage, submissions, worker_overhead
 from bench.common import Outcome, machine_info
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -21,6 +21,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 Benchmark = Callable[[bool, bool, Path], Awaitable[Outcome]]
 BENCHMARKS: dict[str, Benchmark] = {
     "submissions": submissions.run,
+    "batches": batches.run,
     "lifecycle": lifecycle.run,
     "scheduling": scheduling.run,
     "worker_overhead": worker_overhead.run,

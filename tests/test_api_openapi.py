@@ -100,12 +100,13 @@ async def test_documented_query_parameters_are_accepted(
     worker = "w-" + uuid.uuid4().hex[:8]
     heartbeat = {"resources": {"cpu": 1, "ram_mb": 256}, "tags": ["no-such-tag-anywhere"]}
     assert (await client.post(f"/workers/{worker}/heartbeat", json=heartbeat)).status_code == 200
-    ids = {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic"}
+    ids = {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic", "batch_id": run["id"]}
     examples = {
         "limit": "5", "starting_after": run["id"], "ending_before": run["id"], "state": "RUNNING",
         "status": "RUNNING,PENDING", "op_definition": unique_name, "image": "alpine:3", "topic": "some-topic",
         "worker_id": "w1", "created[gte]": "0", "created[gt]": "0", "created[lte]": "4e9", "created[lt]": "4e9",
         "after": "0", "attempt": "1", "all_versions": "true", "version": "1.0.0", "wait": "0",
+        "batch_id": run["id"], "label": "team:ml",
     }  # fmt: skip
     seen = set()
     for method, path, operation in operations(spec):

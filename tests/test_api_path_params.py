@@ -40,7 +40,10 @@ async def real_ids(client: httpx.AsyncClient, nats_url: str, unique_name: str) -
     run = await running_run(client, nats_url)
     worker = "fence-" + uuid.uuid4().hex[:8]
     assert (await client.post(f"/workers/{worker}/heartbeat", json=HEARTBEAT)).status_code == 200
-    return {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic"}
+    batch = await client.post(f"/definitions/{unique_name}/runs/batch", json={"runs": [{"inputs": {"text": "b"}}]})
+    assert batch.status_code == 201, batch.text
+    ids = {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic"}
+    return ids | {"batch_id": batch.json()["batch_id"]}
 
 
 def request_for(method: str, path: str) -> dict[str, Any]:
@@ -55,6 +58,8 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         return {"json": {"priority": 7}}
     if path == "/definitions/{name}/runs":
         return {"json": {"inputs": {"text": "hello"}}}
+    if path == "/definitions/{name}/runs/batch":
+        return {"json": {"runs": [{"inputs": {"text": "hello"}}]}}
     return {}
 
 

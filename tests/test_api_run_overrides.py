@@ -96,7 +96,10 @@ async def test_fields_set_by_the_definition_are_named_in_the_400(
         ({"env": {"BAD-NAME": "x"}}, "env.BAD-NAME.[key]"),
         ({"env": {"A": "nul\x00"}}, "env.A"),
         ({"retry_policy": {"max_attempts": 0}}, "retry_policy.max_attempts"),
-        ({"labels": {"team": "a"}}, "labels"),
+        # Labels are a run field now (issue 10.2): a key with ":" (the filter's separator) is what is refused.
+        ({"labels": {"team:a": "b"}}, "labels.team:a.[key]"),
+        ({"labels": {"team": "line\nbreak"}}, "labels.team"),
+        ({"unknown_field": 1}, "unknown_field"),
     ],
 )
 async def test_invalid_overrides_are_400_naming_the_field(

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from gyoza.cli import render
@@ -59,14 +58,7 @@ def follow(
 
 def follow_with_bar(client: GyozaClient, run: OpRun, timeout: float | None) -> OpRun:
     """A live progress bar on stderr, INFO lines and waiting reasons above it, until the run is terminal."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=render.console(stderr=True)) as bar:
+    with render.progress_bar() as bar:
         task = bar.add_task(f"{run.id[:8]} {run.state.value}", total=100, completed=run.progress)
 
         def show(event: Event) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import gyoza
-from gyoza.cli import definitions, op, runs, topics, worker, workers
+from gyoza.cli import batches, definitions, op, runs, topics, worker, workers
 from gyoza.cli.errors import Connection
 
 # Plain (click-style) help: typer's rich help panel prints a "<bool>" type after every flag, as if it took a value.
@@ -23,6 +23,7 @@ app.command("deploy")(op.deploy)
 app.add_typer(definitions.app, name="definitions")
 app.command("run")(runs.run)
 app.add_typer(runs.app, name="runs")
+app.add_typer(batches.app, name="batches")
 app.add_typer(workers.app, name="workers")
 app.add_typer(topics.app, name="topics")
 
@@ -60,6 +61,14 @@ def server_start(
     ] = None,
     nats_creds: Annotated[Path | None, typer.Option(help="NATS credentials file [env GYOZA_NATS_CREDS]")] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level [env GYOZA_LOG_LEVEL, default info]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port and one NATS [env GYOZA_SERVER_WORKERS, default: one per "
+            "usable core]",
+        ),
+    ] = None,
 ) -> None:
     """Start the REST server (and the embedded NATS server unless GYOZA_NATS_URL is set)."""
     from pydantic import ValidationError
@@ -70,7 +79,7 @@ def server_start(
     try:
         settings = Settings.load(
             host=host, port=port, api_key=api_key, data_dir=data_dir, nats_url=nats_url, nats_creds=nats_creds,
-            log_level=log_level,
+            log_level=log_level, server_workers=workers,
         )  # fmt: skip
     except ValidationError as exc:
         typer.echo(f"invalid configuration: {exc}", err=True)

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -196,3 +197,15 @@ def topic_events_table(events: Iterable[TopicEvent]) -> Table:
 
 def topic_event_line(event: TopicEvent) -> str:
     return f"{event.cursor:>6}  {clock(event.t)}  {event.run_id}  #{event.attempt} {event.type.value:<10} {event.msg}"
+
+
+def progress_bar() -> Progress:
+    """The live bar of a wait (one run or a whole batch), drawn on stderr so stdout stays for results."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+    )

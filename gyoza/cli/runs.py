@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gyoza.cli import render
+from gyoza.cli.batches import run_batch
 from gyoza.cli.errors import api
 from gyoza.cli.fit import warn_if_unplaceable
 from gyoza.cli.follow import detachable, exit_for, finish, follow, follow_with_bar
@@ -114,11 +116,25 @@ def run(
         bool, typer.Option("--wait", help="Show live progress (and why the run waits) until it ends, then its outputs")
     ] = False,
     timeout: TimeoutOption = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs-file", metavar="FILE", help="A run per line: one JSON object of inputs each (JSONL; - for stdin)"
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start a run of a deployed op. Without --wait prints the run id; with --wait exits 1 if the run fails."""
+    """Start a run of a deployed op. Without --wait prints the run id; with --wait exits 1 if the run fails.
+
+    With --inputs-file, one run per line, created in batches (the whole file is checked first: a bad line creates
+    nothing); --wait then shows one progress bar for all of them and prints each run's outcome as a JSON line."""
     if timeout is not None and not wait:
         raise typer.BadParameter("needs --wait", param_hint="'--timeout'")
+    if inputs_file is not None:
+        if inputs:
+            raise typer.BadParameter("give inputs with -i or --inputs-file, not both", param_hint="'--inputs-file'")
+        run_batch(ctx, name, inputs_file, priority, version, wait, timeout, as_json)
+        return
     with api(ctx) as client:
         definition = client.get_definition(name, version)
         values = parse_inputs(definition.input_specs, inputs or [])

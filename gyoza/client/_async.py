@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -13,6 +13,8 @@ from gyoza.client._config import client_defaults
 from gyoza.schema import (
     AssignmentList,
     AttemptView,
+    BatchView,
+    BulkResult,
     Constraints,
     Event,
     Health,
@@ -22,6 +24,7 @@ from gyoza.schema import (
     OpDefinitionIn,
     OpRun,
     RetryPolicy,
+    RunBatch,
     RunList,
     RunListQuery,
     TopicEventList,
@@ -79,13 +82,57 @@ class AsyncGyozaClient:
         constraints: Constraints | Mapping[str, Any] | None = None,
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None, timeout_seconds: float | None = None,
         tags: list[str] | None = None, env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> OpRun:  # fmt: skip
         """A run of definition ``name``; the keyword-only overrides work as in ``POST /definitions/{name}/runs``
         (None keeps the definition's)."""
         return await self._send(_calls.create_run(
             name, inputs, priority, version, idempotency_key, constraints=constraints, retry_policy=retry_policy,
-            timeout_seconds=timeout_seconds, tags=tags, env=env,
+            timeout_seconds=timeout_seconds, tags=tags, env=env, labels=labels,
         ))  # fmt: skip
+
+    async def create_runs(
+        self, name: str, inputs: Sequence[Mapping[str, Any]], idempotency_keys: Sequence[str] | None = None, *,
+        priority: int | None = None, version: str | None = None, labels: Mapping[str, str] | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        retry_policy: RetryPolicy | Mapping[str, Any] | None = None, timeout_seconds: float | None = None,
+        tags: list[str] | None = None, env: Mapping[str, str] | None = None,
+    ) -> RunBatch:  # fmt: skip
+        """Runs of definition ``name`` in one request (1 to 1,000), one per inputs, in order, all with the same
+        options; all or nothing (one bad item refuses them all). ``idempotency_keys``: one per run."""
+        return await self._send(_calls.create_runs(
+            name, inputs, idempotency_keys, priority=priority, version=version, labels=labels,
+            constraints=constraints, retry_policy=retry_policy, timeout_seconds=timeout_seconds, tags=tags, env=env,
+        ))  # fmt: skip
+
+    async def map(
+        self, name: str, inputs: Iterable[Mapping[str, Any]], batch_size: int = 500, *,
+        priority: int | None = None, version: str | None = None, labels: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[OpRun]:  # fmt: skip
+        """A run of ``name`` per item of ``inputs`` (any iterable, read lazily), created ``batch_size`` at a time;
+        yields the runs in order as each batch is stored. Follow them with ``wait`` or ``get_batch``."""
+        for chunk in _calls.chunks(iter(inputs), batch_size):
+            batch = await self.create_runs(name, chunk, priority=priority, version=version, labels=labels)
+            for run in batch.data:
+                yield run
+
+    async def get_batch(self, batch_id: str) -> BatchView:
+        """A batch's runs counted by state, and its aggregate progress."""
+        return await self._send(_calls.get_batch(batch_id))
+
+    async def cancel_runs(
+        self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
+        state: Sequence[str] | None = None, reason: str | None = None,
+    ) -> BulkResult:  # fmt: skip
+        """Cancel every run matching all the given conditions (at least one): how many matched and changed."""
+        return await self._send(_calls.cancel_runs(batch_id, labels, state, reason))
+
+    async def retry_runs(
+        self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
+        state: Sequence[str] | None = None, reason: str | None = None,
+    ) -> BulkResult:  # fmt: skip
+        """Retry every FAILED or CANCELLED run matching all the given conditions: how many matched and changed."""
+        return await self._send(_calls.retry_runs(batch_id, labels, state, reason))
 
     async def create_adhoc_run(
         self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any

@@ -7,7 +7,7 @@ responses lives here once, so the two can never drift apart.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -16,9 +16,12 @@ from pydantic import BaseModel
 
 from gyoza.errors import BadResponse, InvalidRequest, Unavailable, error_from_body
 from gyoza.schema import (
+    MAX_BATCH_RUNS,
     TERMINAL_STATES,
     AssignmentList,
     AttemptView,
+    BatchView,
+    BulkResult,
     Constraints,
     Event,
     Health,
@@ -28,6 +31,7 @@ from gyoza.schema import (
     OpDefinitionIn,
     OpRun,
     RetryPolicy,
+    RunBatch,
     RunList,
     RunListQuery,
     TopicEventList,
@@ -163,6 +167,7 @@ def create_run(
     timeout_seconds: float | None = None,
     tags: list[str] | None = None,
     env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Call[OpRun]:
     """A run of a definition. The overrides (None: the definition's) combine as the server says: ``constraints``
     and ``retry_policy`` change only the fields given, ``env`` adds to the definition's, ``tags`` and
@@ -170,13 +175,76 @@ def create_run(
     body: dict[str, Any] = {"inputs": dict(inputs or {})}
     given = {
         "priority": priority, "version": version, "timeout_seconds": timeout_seconds, "tags": tags,
-        "env": None if env is None else dict(env),
+        "env": None if env is None else dict(env), "labels": None if labels is None else dict(labels),
         "constraints": None if constraints is None else _body(constraints),
         "retry_policy": None if retry_policy is None else _body(retry_policy),
     }  # fmt: skip
     body.update({k: v for k, v in given.items() if v is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     return Call("POST", f"/definitions/{name}/runs", _model(OpRun), json=body, headers=headers)
+
+
+def create_runs(
+    name: str,
+    inputs: Sequence[Mapping[str, Any]],
+    idempotency_keys: Sequence[str] | None = None,
+    **shared: Any,
+) -> Call[RunBatch]:
+    """Runs of a definition in one request (1 to 1,000): one per inputs, all with the ``shared`` fields of
+    ``create_run`` (priority, version, labels, the overrides). ``idempotency_keys``: one per run, in order."""
+    if idempotency_keys is not None and len(idempotency_keys) != len(inputs):
+        raise InvalidRequest(
+            f"{len(idempotency_keys)} idempotency keys for {len(inputs)} runs: give one per run",
+            details=[{"field": "idempotency_keys", "problem": "needs one key per run"}],
+        )
+    common = {k: _body(v) if isinstance(v, BaseModel | Mapping) else v for k, v in shared.items() if v is not None}
+    items = [{"inputs": dict(one), **common} for one in inputs]
+    for item, key in zip(items, idempotency_keys or [], strict=False):
+        item["idempotency_key"] = key
+    return Call("POST", f"/definitions/{name}/runs/batch", _model(RunBatch), json={"runs": items})
+
+
+def get_batch(batch_id: str) -> Call[BatchView]:
+    return Call("GET", f"/batches/{batch_id}", _model(BatchView))
+
+
+def _run_filter(
+    batch_id: str | None, labels: Mapping[str, str] | None, state: Sequence[str] | None, reason: str | None
+) -> dict[str, Any]:
+    given: dict[str, Any] = {"batch_id": batch_id, "labels": None if labels is None else dict(labels), "reason": reason}
+    given["state"] = None if state is None else [str(s) for s in state]
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def cancel_runs(
+    batch_id: str | None = None, labels: Mapping[str, str] | None = None, state: Sequence[str] | None = None,
+    reason: str | None = None,
+) -> Call[BulkResult]:  # fmt: skip
+    return Call("POST", "/runs/cancel", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
+
+
+def retry_runs(
+    batch_id: str | None = None, labels: Mapping[str, str] | None = None, state: Sequence[str] | None = None,
+    reason: str | None = None,
+) -> Call[BulkResult]:  # fmt: skip
+    return Call("POST", "/runs/retry", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
+
+
+def chunks(items: Iterator[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    """``items`` in lists of ``size`` (the last one shorter), for ``map``."""
+    if not 1 <= size <= MAX_BATCH_RUNS:
+        raise InvalidRequest(
+            f"batch_size must be from 1 to {MAX_BATCH_RUNS}",
+            details=[{"field": "batch_size", "problem": f"expected 1 to {MAX_BATCH_RUNS}"}],
+        )
+    chunk: list[Mapping[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def create_adhoc_run(

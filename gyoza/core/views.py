@@ -73,6 +73,8 @@ def _run_view(record: RunRecord) -> OpRun:
         gpu_ids=attempt.gpu_ids,
         execution_summary=execution_summary(record),
         idempotency_key=record.idempotency_key,
+        labels=record.labels,
+        batch_id=record.batch_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
         started_at=attempt.started_at,

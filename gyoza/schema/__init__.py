@@ -44,6 +44,16 @@ from gyoza.schema.api import (
     TopicEvent,
     TopicEventList,
 )
+from gyoza.schema.batches import (
+    BATCH_ID_PATTERN,
+    MAX_BATCH_RUNS,
+    AdHocBatchIn,
+    BatchFromDefinitionIn,
+    BatchView,
+    BulkResult,
+    RunBatch,
+    RunFilterIn,
+)
 from gyoza.schema.definitions import (
     Constraints,
     DefinitionList,
@@ -99,6 +109,7 @@ from gyoza.schema.workers import (
     LeaderLease,
     ResourceAmounts,
     WorkerCommand,
+    WorkerEventReport,
     WorkerList,
     WorkerRecord,
     WorkerResources,
@@ -108,7 +119,9 @@ from gyoza.schema.workers import (
 )
 
 __all__ = [
+    "BATCH_ID_PATTERN",
     "IDEMPOTENCY_KEY_PATTERN",
+    "MAX_BATCH_RUNS",
     "NAME_PATTERN",
     "SCHEMA_VERSION",
     "TAG_PATTERN",
@@ -116,12 +129,16 @@ __all__ = [
     "TOPIC_PATTERN",
     "VERSION_PATTERN",
     "WORKER_ID_PATTERN",
+    "AdHocBatchIn",
     "AdHocRunIn",
     "Assignment",
     "AssignmentList",
     "Attempt",
     "AttemptList",
     "AttemptView",
+    "BatchFromDefinitionIn",
+    "BatchView",
+    "BulkResult",
     "CompletedPayload",
     "Constraints",
     "DefinitionList",
@@ -164,6 +181,8 @@ __all__ = [
     "Record",
     "ResourceAmounts",
     "RetryPolicy",
+    "RunBatch",
+    "RunFilterIn",
     "RunFromDefinitionIn",
     "RunList",
     "RunListQuery",
@@ -182,6 +201,7 @@ __all__ = [
     "Version",
     "WorkerCommand",
     "WorkerEventIn",
+    "WorkerEventReport",
     "WorkerEventType",
     "WorkerList",
     "WorkerRecord",

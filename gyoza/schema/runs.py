@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -26,6 +26,17 @@ from gyoza.schema._base import (
 )
 from gyoza.schema.definitions import Constraints, EventDelivery, OutputSpec, RetryPolicy, RunTemplate
 from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
+
+# Labels: a few key/value strings a user attaches to runs to find and act on them together (GET /runs?label=k:v,
+# POST /runs/cancel). A key has no ":" so that ``k:v`` splits at its first one; a value is any short line of text.
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"
+LABEL_VALUE_PATTERN = r"^[^\x00-\x1f\x7f]{0,256}$"
+LABEL_FILTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}:[^\x00-\x1f\x7f]{0,256}$"
+MAX_LABELS = 32
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS, description="at most 32 key/value labels")]
+LabelFilter = Annotated[str, StringConstraints(pattern=LABEL_FILTER_PATTERN)]
 
 
 def _set_by_the_definition(value: Any) -> Any:
@@ -59,6 +70,7 @@ class RunFromDefinitionIn(RunOverrides):
     priority: Priority = 5
     version: Version | None = None
     idempotency_key: IdempotencyKey | None = None
+    labels: Labels = Field(default_factory=dict)
     image: SetByDefinition = Field(None, exclude=True)
     command: SetByDefinition = Field(None, exclude=True)
     input_specs: SetByDefinition = Field(None, exclude=True)
@@ -72,6 +84,7 @@ class AdHocRunIn(RunTemplate):
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = 5
     idempotency_key: IdempotencyKey | None = None
+    labels: Labels = Field(default_factory=dict)
 
 
 class PatchRunIn(Input):
@@ -139,6 +152,9 @@ class RunRecord(StoredRecord):
     output_specs: dict[str, OutputSpec] | None = None
     event_delivery: EventDelivery | None = None
     idempotency_key: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    # The batch request that created the run (POST .../runs/batch), None for a run created alone.
+    batch_id: str | None = None
     created_at: datetime
     updated_at: datetime
     attempts: list[Attempt]
@@ -183,6 +199,8 @@ class OpRun(Record):
     gpu_ids: list[int]
     execution_summary: ExecutionSummary | None
     idempotency_key: str | None
+    labels: dict[str, str] = Field(default_factory=dict)
+    batch_id: str | None = None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -272,6 +290,10 @@ class RunListQuery(Input):
     image: Image | None = None
     topic: Topic | None = None
     worker_id: WorkerId | None = None
+    batch_id: Annotated[str | None, Field(description="runs of this batch")] = None
+    label: Annotated[
+        list[LabelFilter] | None, Field(description="key:value; repeat for several (a run must have them all)")
+    ] = None
     created_gte: Annotated[
         float | None, Field(alias="created[gte]", description="created at or after, unix seconds")
     ] = None
@@ -281,9 +303,9 @@ class RunListQuery(Input):
     ] = None
     created_lt: Annotated[float | None, Field(alias="created[lt]", description="created before, unix seconds")] = None
 
-    def to_params(self) -> dict[str, str | int | float]:
+    def to_params(self) -> dict[str, str | int | float | list[str]]:
         """The query string the server reads back into this model (``created_gte`` -> ``created[gte]``)."""
-        params: dict[str, str | int | float] = self.model_dump(by_alias=True, exclude_none=True)
+        params: dict[str, str | int | float | list[str]] = self.model_dump(by_alias=True, exclude_none=True)
         if self.state is not None:
             params["state"] = ",".join(state.value for state in self.state)
         return params

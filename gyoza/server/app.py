@@ -18,7 +18,7 @@ from gyoza.server.errors import register_error_handlers
 from gyoza.server.http import MAX_LOG_BYTES, body_limit, refuse_oversized_body, refuse_unknown_query_parameters
 from gyoza.server.metrics import install_metrics
 from gyoza.server.openapi import GyozaOpenAPIProvider
-from gyoza.server.routes import definitions, docs, meta, runs, topics, workers
+from gyoza.server.routes import batches, definitions, docs, meta, runs, topics, workers
 from gyoza.settings import Settings
 
 # Readable without a key: liveness, and the API description with its page and the page's assets (a browser
@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> Quart:
     # Quart's way to put ASGI middleware between the server and the app.
     app.asgi_app = BoundedBodies(app.asgi_app, has_key, body_limit)  # type: ignore[method-assign]
     _register_request_checks(app, has_key)
-    blueprints = (meta, docs, definitions, runs, topics, workers)
+    blueprints = (meta, docs, definitions, runs, batches, topics, workers)
     for blueprint in (module.blueprint for module in blueprints):
         app.register_blueprint(blueprint)
 

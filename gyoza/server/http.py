@@ -33,6 +33,11 @@ MAX_BODY_BYTES = MIB
 # Captured logs of one attempt (SPEC §6: bounded at 10 MiB per attempt) are the one larger body.
 MAX_LOG_BYTES = 10 * MIB
 _LOG_UPLOAD_PATH = re.compile(r"/runs/[^/]+/logs")
+# A batch holds up to 1,000 run bodies (gyoza.schema.MAX_BATCH_RUNS): 8 MiB leaves about 8 KiB per run at 1,000
+# (inputs are small in practice; bigger data travels by reference), and well under what is drained rather than cut
+# off (gyoza.server.bodies), so an oversized batch still gets its 413.
+MAX_BATCH_BYTES = 8 * MIB
+_BATCH_PATH = re.compile(r"(/definitions/[^/]+)?/runs/batch")
 _RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _NAME = re.compile(NAME_PATTERN)
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
@@ -41,7 +46,10 @@ _INTEGER = re.compile(r"-?[0-9]{1,20}")
 def body_limit(scope: HTTPScope) -> int:
     """The largest body a route takes, applied while the body streams in (gyoza.server.bodies)."""
     log_upload = scope["method"] == "PUT" and _LOG_UPLOAD_PATH.fullmatch(scope["path"])
-    return MAX_LOG_BYTES if log_upload else MAX_BODY_BYTES
+    if log_upload:
+        return MAX_LOG_BYTES
+    batch = scope["method"] == "POST" and _BATCH_PATH.fullmatch(scope["path"])
+    return MAX_BATCH_BYTES if batch else MAX_BODY_BYTES
 
 
 def _guard() -> BodyGuard:

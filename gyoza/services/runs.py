@@ -8,6 +8,7 @@ the scheduler also rebuilds its queue from KV, so a crash between the two loses 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -79,13 +80,13 @@ class RunService:
         template = _with_overrides(RunTemplate.model_validate(stored, extra="allow"), body)
         return await self._create(
             template, inputs, body.priority, _idempotency_key(body.idempotency_key, idempotency_header),
-            definition,
+            definition, body.labels,
         )  # fmt: skip
 
     async def create_adhoc(self, body: AdHocRunIn, idempotency_header: str | None) -> tuple[RunRecord, bool]:
         template = RunTemplate.model_validate(body.model_dump(include=set(RunTemplate.model_fields)))
         key = _idempotency_key(body.idempotency_key, idempotency_header)
-        return await self._create(template, dict(body.inputs), body.priority, key, None)
+        return await self._create(template, dict(body.inputs), body.priority, key, None, body.labels)
 
     async def _create(
         self,
@@ -94,6 +95,7 @@ class RunService:
         priority: int,
         idempotency_key: str | None,
         definition: OpDefinition | None,
+        labels: dict[str, str],
     ) -> tuple[RunRecord, bool]:
         """Returns (run, created). A repeated idempotency key returns the original run with created=False."""
         run_id = str(uuid.uuid4())
@@ -112,18 +114,25 @@ class RunService:
             inputs=inputs,
             priority=priority,
             idempotency_key=idempotency_key,
+            labels=labels,
             created_at=now,
             updated_at=now,
             attempts=[],
             **template.model_dump(),
         )
         sm.start_record(record, now)
-        try:
-            revision = await self.store.create(run_id, record)
-        except RecordExists:
+        # The run request goes out alongside the KV create: one round trip to wait for, not two. Should the create
+        # fail, the scheduler finds no such run and drops the request; the run record in KV is the truth.
+        created, requested = await asyncio.gather(
+            self.store.create(run_id, record), self._request_scheduling(record, None), return_exceptions=True
+        )
+        if isinstance(created, RecordExists):
             return (await self.store.get(run_id))[0], False
-        await self._request_scheduling(record, revision)
-        self.observer.run_written(record, revision)
+        if isinstance(created, BaseException):
+            raise created
+        if isinstance(requested, BaseException):
+            raise requested
+        self.observer.run_written(record, created)
         return record, True
 
     async def _claim_idempotency_key(self, key: str, run_id: str) -> tuple[str, bool]:
@@ -154,6 +163,12 @@ class RunService:
 
     async def change(self, run_id: str, change: Change, notify_scheduler: bool = True) -> RunRecord:
         """Apply a state-machine change by CAS; tell the scheduler when the changed run is PENDING."""
+        return (await self.change_reported(run_id, change, notify_scheduler))[0]
+
+    async def change_reported(
+        self, run_id: str, change: Change, notify_scheduler: bool = True
+    ) -> tuple[RunRecord, bool]:
+        """``change``, also saying whether the run changed (bulk actions count them)."""
         try:
             record, revision, changed = await self.store.mutate(run_id, change)
         except RecordMissing:
@@ -162,11 +177,15 @@ class RunService:
             if notify_scheduler and record.state == RunState.PENDING:
                 await self._request_scheduling(record, revision)
             self.observer.run_written(record, revision)
-        return record
+        return record, changed
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel; a RUNNING attempt gets a cancel request, which its worker hears at once (and, should that message
         be lost, in its next heartbeat reply)."""
+        return (await self.cancel_reported(run_id))[0]
+
+    async def cancel_reported(self, run_id: str) -> tuple[RunRecord, bool]:
+        """``cancel``, also saying whether the run changed."""
         try:
             record, revision, changed = await self.store.mutate(run_id, lambda r: sm.cancel(r, self.clock()))
         except RecordMissing:
@@ -177,10 +196,14 @@ class RunService:
             if attempt.cancel_requested and attempt.worker_id is not None:
                 command = WorkerCommand(type="cancel", run_id=record.id, attempt=attempt.number)
                 await self._tell_worker(attempt.worker_id, command.model_dump_json().encode(), "cancel")
-        return record
+        return record, changed
 
     async def retry(self, run_id: str) -> RunRecord:
         return await self.change(run_id, lambda r: sm.retry(r, self.clock()))
+
+    async def retry_reported(self, run_id: str) -> tuple[RunRecord, bool]:
+        """``retry``, also saying whether the run changed."""
+        return await self.change_reported(run_id, lambda r: sm.retry(r, self.clock()))
 
     async def reprioritise(self, run_id: str, priority: int) -> RunRecord:
         return await self.change(run_id, lambda r: sm.reprioritise(r, priority, self.clock()))
@@ -235,13 +258,15 @@ class RunService:
         except GyozaError as exc:
             log.info("%s message for worker %s not sent: %s", what, worker_id, exc.message)
 
-    async def _request_scheduling(self, record: RunRecord, revision: int) -> None:
-        """Nudge the scheduler. The change is already durable and every scheduler follows the runs bucket, so a
-        nudge NATS cannot take now must not turn the request into a 503 for a change that stands (issue 15 item 3)."""
+    async def _request_scheduling(self, record: RunRecord, revision: int | None) -> None:
+        """Nudge the scheduler (``revision`` None: at the run's creation, sent while it is being stored). Every
+        scheduler follows the runs bucket, so a nudge NATS cannot take now must not turn the request into a 503 for a
+        change that stands (issue 15 item 3)."""
         message = RunRequested(run_id=record.id, attempt=record.current.number, priority=record.priority)
+        msg_id = f"{record.id}.{'created' if revision is None else revision}"
         try:
             await self.bus.publish_durable(
-                names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id=f"{record.id}.{revision}"
+                names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id=msg_id
             )
         except Unavailable as exc:
             log.warning("run %s is stored; the scheduler learns of it from the run feed (%s)", record.id, exc.message)

@@ -72,8 +72,11 @@ async def create_adhoc_run() -> Response:
 @document_response(RunList)
 @refusals(400)
 async def list_runs() -> Response:
-    """Runs, newest first, with filters and Stripe-style cursors."""
-    rows, has_more = ctx().index.list_runs(parse_list_query(request.args))
+    """Runs, newest first, with filters and Stripe-style cursors; every run created before the request is listed,
+    whichever server process created it."""
+    query = parse_list_query(request.args)
+    await ctx().runs_listener.catch_up()
+    rows, has_more = ctx().index.list_runs(query)
     return list_response(rows, object="list", has_more=has_more)
 
 
@@ -82,7 +85,9 @@ def parse_list_query(args: Any) -> RunListQuery:
 
     Unknown keys were refused before (``refuse_unknown_query_parameters``).
     """
-    values: dict[str, Any] = {key: args[key] for key in args if key not in ("state", "status")}
+    values: dict[str, Any] = {key: args[key] for key in args if key not in ("state", "status", "label")}
+    if "label" in args:
+        values["label"] = args.getlist("label")  # repeatable: a run must carry every label given
     states = [s for key in ("state", "status") for raw in args.getlist(key) for s in raw.split(",")]
     if "" in states:
         raise InvalidRequest("state needs a value", [{"field": "state", "problem": _STATE_PROBLEM}])
