@@ -24,15 +24,9 @@ from typing import Any
 
 from nats.js.api import KeyValueConfig
 
-from bench.common import CpuMeter, Outcome, bare_nats, stack
+from bench.common import CpuMeter, Outcome, bare_nats, bench_definition, stack
 
-DEFINITION = {
-    "name": "bench-batch",
-    "version": "1",
-    "image": "bench/noop:1",
-    "input_specs": {"text": {"type": "string"}, "count": {"type": "int", "required": False, "default": 1}},
-    "constraints": {"cpu": 1, "ram_mb": 256},
-}
+DEFINITION = bench_definition("bench-batch")
 BATCH_SIZE = 500
 PATH = f"/definitions/{DEFINITION['name']}/runs/batch"
 ITEM = {"inputs": {"text": "hello from the batch benchmark", "count": 3}, "priority": 5}

@@ -223,6 +223,19 @@ def latency_summary(samples: list[float]) -> dict[str, Any]:
 
 # The run most benchmarks submit: a trivial ad hoc run that fits many times on a simulated worker.
 RUN_CPU, RUN_RAM_MB = 1.0, 256
+
+
+def bench_definition(name: str) -> dict[str, Any]:
+    """The definition the submission benchmarks post runs of: two typed inputs, one CPU, 256 MiB."""
+    return {
+        "name": name,
+        "version": "1",
+        "image": "bench/noop:1",
+        "input_specs": {"text": {"type": "string"}, "count": {"type": "int", "required": False, "default": 1}},
+        "constraints": {"cpu": 1, "ram_mb": 256},
+    }
+
+
 RUN_BODY = {"image": "bench/noop:1", "constraints": {"cpu": RUN_CPU, "ram_mb": RUN_RAM_MB}}
 
 

@@ -28,20 +28,14 @@ from typing import Any
 
 import httpx
 
-from bench.common import API_KEY, CpuMeter, Outcome, free_port, stack
+from bench.common import API_KEY, CpuMeter, Outcome, bench_definition, free_port, stack
 from bench.loadgen import run_loadgen
 from bench.profiling import Profiler
 from gyoza.server.serve import server_processes
 from gyoza.settings import Settings
 from tests.processes import child_pids
 
-DEFINITION = {
-    "name": "bench-submit",
-    "version": "1",
-    "image": "bench/noop:1",
-    "input_specs": {"text": {"type": "string"}, "count": {"type": "int", "required": False, "default": 1}},
-    "constraints": {"cpu": 1, "ram_mb": 256},
-}
+DEFINITION = bench_definition("bench-submit")
 BODY = {"inputs": {"text": "hello from the submissions benchmark", "count": 3}, "priority": 5}
 PATH = f"/definitions/{DEFINITION['name']}/runs"
 
