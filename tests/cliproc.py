@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import IO
@@ -13,6 +14,10 @@ from typing import IO
 from tests.processes import API_KEY, GyozaServer
 
 CLI_TIMEOUT_S = 60.0
+# Commands that build images (op build, op test, deploy) may take longer on a loaded machine.
+BUILD_TIMEOUT_S = 120.0
+NO_CONFIG_DIR = Path(tempfile.gettempdir()) / "gyoza-cli-no-config"
+NO_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
 def cli_env(home: Path, **gyoza_env: str) -> dict[str, str]:
@@ -23,15 +28,34 @@ def cli_env(home: Path, **gyoza_env: str) -> dict[str, str]:
 
 
 def gyoza_cli(
-    server: GyozaServer | None, home: Path, *args: str, cwd: Path | None = None, **gyoza_env: str
+    server: GyozaServer | None,
+    home: Path,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = CLI_TIMEOUT_S,
+    **gyoza_env: str,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m gyoza *args`` pointed at ``server`` through GYOZA_* env (None: no server settings at all)."""
     if server is not None:
         gyoza_env = {"GYOZA_SERVER_URL": server.url, "GYOZA_API_KEY": API_KEY, **gyoza_env}
     return subprocess.run(
         [sys.executable, "-m", "gyoza", *args], env=cli_env(home, **gyoza_env), capture_output=True, text=True,
-        timeout=CLI_TIMEOUT_S, cwd=cwd,
+        timeout=timeout, cwd=cwd,
     )  # fmt: skip
+
+
+def gyoza_offline(*args: str, cwd: Path, **gyoza_env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in ``cwd`` (an op folder) with nothing from ~/.gyoza and no server unless ``gyoza_env`` names one."""
+    env = {"GYOZA_SERVER_URL": NO_SERVER, **gyoza_env}
+    return gyoza_cli(None, NO_CONFIG_DIR, *args, cwd=cwd, timeout=BUILD_TIMEOUT_S, **env)
+
+
+def server_env(server: GyozaServer) -> dict[str, str]:
+    return {"GYOZA_SERVER_URL": server.url, "GYOZA_API_KEY": API_KEY}
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
 
 
 def spawn(server: GyozaServer, home: Path, *args: str) -> subprocess.Popen[str]:

@@ -1,6 +1,7 @@
 """The gyoza.yml workflow (SPEC §8) as a user drives it: ``gyoza op init|build|test`` and ``gyoza deploy``, run as
-``python -m gyoza ...`` subprocesses. Validation and deploys need no Docker; building and testing images do (the
-python base image stands in for ``python:3.12-slim``, which this machine cannot pull).
+``python -m gyoza ...`` subprocesses (gyoza.yml validation is in test_opfile_validation.py). Deploys need no Docker;
+building and testing images do (the python base image stands in for ``python:3.12-slim``, which this machine cannot
+pull).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,116 +22,10 @@ import httpx
 import pytest
 
 from gyoza.opfile import load_opfile
+from tests.cliproc import BUILD_TIMEOUT_S, NO_SERVER, server_env, stderr_lines
+from tests.cliproc import gyoza_offline as gyoza
 from tests.dockerimages import PYTHON, docker_client, require_images
 from tests.processes import API_KEY, GyozaServer
-
-CLI_TIMEOUT_S = 120.0
-NO_CONFIG_DIR = Path(tempfile.gettempdir()) / "gyoza-op-workflow-no-config"
-NO_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens there
-VALID_HEAD = "name: sample\nversion: 1.0.0\n"
-
-
-def gyoza(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would, with only the GYOZA_* settings given here (none from the outer shell)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GYOZA_")}
-    # Nothing is read from ~/.gyoza (a data dir that holds no config), and no server unless a test names one.
-    clean.update(GYOZA_DATA_DIR=str(NO_CONFIG_DIR), GYOZA_SERVER_URL=NO_SERVER)
-    clean.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "gyoza", *args], cwd=cwd, env=clean, capture_output=True, text=True,
-        timeout=CLI_TIMEOUT_S,
-    )  # fmt: skip
-
-
-def server_env(server: GyozaServer) -> dict[str, str]:
-    return {"GYOZA_SERVER_URL": server.url, "GYOZA_API_KEY": API_KEY}
-
-
-def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.strip()]
-
-
-# --- gyoza.yml validation ---------------------------------------------------------------------------------------
-
-INVALID_FILES = {
-    "missing name": ("version: 1.0.0\n", ["gyoza.yml: name: required field is missing"]),
-    "unknown input type": (
-        VALID_HEAD + "input_specs:\n  top_k: {type: integer}\n",
-        [
-            "gyoza.yml: input_specs.top_k.type: unknown type 'integer' "
-            "(expected one of string, int, float, bool, object, array, any)"
-        ],
-    ),
-    "bad version string": (
-        "name: sample\nversion: v 1\n",
-        [
-            "gyoza.yml: version: must be letters, digits, '.', '_', '+' or '-', start with a letter or digit "
-            "(e.g. 1.0.0), got 'v 1'"
-        ],
-    ),
-    "version YAML reads as a number": (
-        "name: sample\nversion: 1.0\n",
-        [
-            "gyoza.yml: version: expected a string, got number 1.0 "
-            '(quote it so YAML reads it as text, e.g. version: "1.0")'
-        ],
-    ),
-    "negative cpu": (VALID_HEAD + "constraints: {cpu: -1}\n", ["gyoza.yml: constraints.cpu: must be >= 0, got -1"]),
-    "ram as a string": (
-        VALID_HEAD + "constraints: {ram_mb: 4GB}\n",
-        [
-            "gyoza.yml: constraints.ram_mb: expected an integer, got string '4GB' "
-            "(megabytes as a number, e.g. ram_mb: 4096)"
-        ],
-    ),
-    "misspelt field": (
-        VALID_HEAD + "input_spec: {}\n",
-        ["gyoza.yml: input_spec: unknown field (did you mean 'input_specs'?)"],
-    ),
-    "default outside its spec": (
-        VALID_HEAD + "input_specs:\n  n: {type: int, default: many}\n",
-        ["gyoza.yml: input_specs.n.default: expected int, got string"],
-    ),
-    "YAML syntax": (
-        "name: sample\nversion: [1\n",
-        ["gyoza.yml: line 3, column 1: invalid YAML: expected ',' or ']', but got '<stream end>'"],
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(INVALID_FILES), ids=list(INVALID_FILES))
-def test_an_invalid_gyoza_yml_gets_one_clear_message_naming_the_field(case: str, tmp_path: Path) -> None:
-    text, expected = INVALID_FILES[case]
-    (tmp_path / "gyoza.yml").write_text(text)
-    result = gyoza("deploy", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert stderr_lines(result) == expected
-    assert result.stdout == ""
-
-
-def test_every_problem_is_listed_at_once_and_every_command_validates_first(tmp_path: Path) -> None:
-    (tmp_path / "gyoza.yml").write_text(
-        "name: Sample Op\nversion: 1.0.0\nconstraints: {cpu: -2, ram_mb: 4GB}\nbuild: {contxt: src}\n"
-    )
-    expected = [
-        "gyoza.yml: build.contxt: unknown field (did you mean 'context'?)",
-        "gyoza.yml: constraints.cpu: must be >= 0, got -2",
-        "gyoza.yml: constraints.ram_mb: expected an integer, got string '4GB' "
-        "(megabytes as a number, e.g. ram_mb: 4096)",
-        "gyoza.yml: name: must be lowercase letters, digits, '-' or '_', start with a letter or digit, at most 63 "
-        "characters, got 'Sample Op'",
-    ]
-    for command in (["deploy"], ["op", "build"], ["op", "test", "-i", "x=1"]):
-        result = gyoza(*command, cwd=tmp_path)
-        assert result.returncode == 2, (command, result.stderr)
-        assert stderr_lines(result) == expected, command
-
-
-def test_a_missing_gyoza_yml_says_how_to_create_one(tmp_path: Path) -> None:
-    result = gyoza("op", "build", cwd=tmp_path)
-    assert result.returncode == 2
-    assert stderr_lines(result) == ["gyoza.yml: not found (create one with `gyoza op init NAME`)"]
-
 
 # --- gyoza op init --------------------------------------------------------------------------------------------------
 
@@ -364,7 +258,7 @@ def test_ctrl_c_stops_the_op_test_container_and_leaves_nothing(built_op: BuiltOp
                 break
         process.send_signal(signal.SIGINT)
         rest = process.stderr.read()
-        assert process.wait(timeout=CLI_TIMEOUT_S) == 130, rest
+        assert process.wait(timeout=BUILD_TIMEOUT_S) == 130, rest
     assert "CANCELLED after " in rest and "the container was stopped" in rest
     with docker_client() as client:
         assert client.containers.list(all=True, filters={"label": "gyoza.worker_id=gyoza-op-test"}) == []
