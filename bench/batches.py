@@ -18,13 +18,14 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from nats.js.api import KeyValueConfig
 
 from bench.common import CpuMeter, Outcome, bare_nats, bench_definition, stack
+from bench.profiling import Profiler
 
 DEFINITION = bench_definition("bench-batch")
 BATCH_SIZE = 500
@@ -40,6 +41,9 @@ class Config:
     batch_size: int = BATCH_SIZE
     # Runs per level, split evenly over the lanes (at least one batch each), after one warm-up batch.
     runs_per_level: int = 24_000
+    profile: bool = False
+    # py-spy samples the server this long from the start of each level's measured window.
+    profile_s: float = 2.0
 
     @classmethod
     def quick(cls) -> Config:
@@ -76,7 +80,7 @@ async def closed_loop(lanes: int, cfg: Config, send: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def phase_gyoza(cfg: Config) -> dict[str, Any]:
+async def phase_gyoza(cfg: Config, results_dir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     payload = body(cfg.batch_size)
     headers = {"Content-Type": "application/json"}
@@ -92,9 +96,14 @@ async def phase_gyoza(cfg: Config) -> dict[str, Any]:
 
             meter = CpuMeter({"server": s.server.pid, "nats_server": s.nats_pid})
             load = round(os.getloadavg()[0], 2)
+            profiler = Profiler(s.server.pid, results_dir / f"profile-batches-{lanes}.txt", cfg.profile_s)
             meter.start()
+            if cfg.profile:
+                await profiler.start()
             result = await closed_loop(lanes, cfg, send)
             result["cpu_percent_of_one_core"] = meter.stop()
+            if cfg.profile:
+                result["profile"] = await profiler.finish()
             stored = (await s.js.stream_info("KV_gyoza_runs")).state.messages
             promised = statuses.get(201, 0) * cfg.batch_size  # the warm-up batch included
             result.update(statuses={str(k): v for k, v in statuses.items()}, runs_stored_after=stored)
@@ -121,9 +130,9 @@ async def phase_ceiling(cfg: Config, record: bytes) -> dict[str, Any]:
 
 
 async def run(quick: bool = False, profile: bool = False, results_dir: Path = Path("bench/results")) -> Outcome:
-    cfg = Config.quick() if quick else Config()
+    cfg = replace(Config.quick() if quick else Config(), profile=profile)
     out = Outcome("batches", asdict(cfg))
-    gyoza_results = await phase_gyoza(cfg)
+    gyoza_results = await phase_gyoza(cfg, results_dir)
     # A run record of the size the server stores for these runs (the API view is about the same size).
     record = json.dumps({"id": str(uuid.uuid4()), "pad": "x" * 1400}).encode()
     ceiling = await phase_ceiling(cfg, record)

@@ -45,10 +45,24 @@ class InvalidInputs(InvalidRequest):
 
 
 class Unauthorized(GyozaError):
-    """The X-API-Key header is missing or wrong."""
+    """The X-API-Key header (or the dashboard session cookie) is missing or wrong."""
 
     status = 401
     code = "UNAUTHORIZED"
+
+
+class CsrfTokenInvalid(GyozaError):
+    """A dashboard session (cookie) sent a state-changing request without the session's X-CSRF-Token header."""
+
+    status = 403
+    code = "CSRF_TOKEN_INVALID"
+
+
+class Forbidden(GyozaError):
+    """The API key is right but its role (or scope) does not allow this request; the message names the role needed."""
+
+    status = 403
+    code = "FORBIDDEN"
 
 
 class NotFound(GyozaError):
@@ -68,6 +82,10 @@ class DefinitionNotFound(NotFound):
 
 class WorkerNotFound(NotFound):
     code = "WORKER_NOT_FOUND"
+
+
+class KeyNotFound(NotFound):
+    code = "KEY_NOT_FOUND"
 
 
 class MethodNotAllowed(GyozaError):

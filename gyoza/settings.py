@@ -35,6 +35,11 @@ class Settings(BaseModel):
     # Server processes sharing the port and one NATS; None: one per usable core (``gyoza up``: 1).
     server_workers: int | None = Field(default=None, ge=1, le=256)
     log_level: str = "info"
+    # Webhooks (docs/webhooks.md): the first retry's delay (doubling, capped at 5 min), how many attempts before a
+    # delivery is FAILED, and how long one POST may take.
+    webhook_backoff: float = Field(default=2.0, gt=0, le=300)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
 
     @classmethod
     def load(cls, **flags: Any) -> Settings:

@@ -43,7 +43,9 @@ async def real_ids(client: httpx.AsyncClient, nats_url: str, unique_name: str) -
     batch = await client.post(f"/definitions/{unique_name}/runs/batch", json={"runs": [{"inputs": {"text": "b"}}]})
     assert batch.status_code == 201, batch.text
     ids = {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic"}
-    return ids | {"batch_id": batch.json()["batch_id"]}
+    key = await client.post("/keys", json={"name": "path-params", "role": "read"})  # an API key (docs/keys.md)
+    assert key.status_code == 201, key.text
+    return ids | {"batch_id": batch.json()["batch_id"], "delivery_id": "1-0", "key_id": key.json()["id"]}
 
 
 def request_for(method: str, path: str) -> dict[str, Any]:
@@ -73,11 +75,16 @@ async def test_every_path_parameter_refuses_control_characters(
     answers: list[tuple[str, str, int]] = []
     async with nothing_written(real_ids["run_id"]):
         for method, template in operations:
-            (param,) = re.findall(r"\{(\w+)\}", template)
-            for value in bad_values(real_ids[param]):
-                url = template.replace("{" + param + "}", value)
-                response = await client.request(method, url, **request_for(method, template))
-                answers.append((method, url, response.status_code))
+            params = re.findall(r"\{(\w+)\}", template)
+            for param in params:  # one bad id at a time, the others real
+                others = template
+                for other in params:
+                    if other != param:
+                        others = others.replace("{" + other + "}", real_ids[other])
+                for value in bad_values(real_ids[param]):
+                    url = others.replace("{" + param + "}", value)
+                    response = await client.request(method, url, **request_for(method, template))
+                    answers.append((method, url, response.status_code))
     wrong = [answer for answer in answers if answer[2] not in (400, 404)]
     assert not wrong, f"expected 400 or 404 for every bad id: {wrong}"
     assert await worker_keys(js) == workers_before

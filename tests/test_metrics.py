@@ -19,3 +19,10 @@ async def test_metrics_count_requests_and_runs(server: GyozaServer, client: http
 async def test_metrics_need_the_key(server: GyozaServer) -> None:
     async with httpx.AsyncClient(base_url=server.url) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401
+
+
+async def test_the_openapi_documents_the_text_answer(server: GyozaServer) -> None:
+    # Found by the fuzz (tests/test_fuzz_openapi.py): /metrics documented only its refusals, not its 200.
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        operation = (await anonymous.get("/openapi.json")).json()["paths"]["/metrics"]["get"]
+    assert operation["responses"]["200"]["content"] == {"text/plain": {"schema": {"type": "string"}}}

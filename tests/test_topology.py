@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 
 from gyoza.bus import names
 from gyoza.bus.embedded import nats_server_binary
+from gyoza.services import webhooks
 from tests.processes import API_KEY, GyozaServer, free_port
 from tests.waiting import until
 
@@ -29,6 +30,7 @@ KV_BUCKETS = [
     names.WORKERS_BUCKET,
     names.LEASES_BUCKET,
     names.IDEMPOTENCY_BUCKET,
+    names.KEYS_BUCKET,
 ]
 
 
@@ -53,6 +55,9 @@ def test_broker_files_declare_exactly_the_names_of_names_py() -> None:
     expected[f"OBJ_{names.LOGS_BUCKET}"] = f"objects/{names.LOGS_BUCKET}.json"
     expected[names.RUN_REQUESTS_STREAM] = f"streams/{names.RUN_REQUESTS_STREAM}.json"
     expected[names.TOPICS_STREAM] = f"streams/{names.TOPICS_STREAM}.json"
+    expected[names.LOGS_STREAM] = f"streams/{names.LOGS_STREAM}.json"
+    for stream in (webhooks.QUEUE_STREAM, webhooks.LOG_STREAM):  # named beside their one user, for now
+        expected[stream] = f"streams/{stream}.json"
     assert declared == expected
 
 
@@ -75,6 +80,10 @@ def test_streams_carry_the_documented_subjects() -> None:
     assert requests["subjects"] == [names.RUN_REQUESTED_SUBJECT]
     assert requests["retention"] == "workqueue"
     assert topics["subjects"] == [names.topic_subject(">")]
+    queue = json.loads((BROKER / "streams" / f"{webhooks.QUEUE_STREAM}.json").read_text())
+    log = json.loads((BROKER / "streams" / f"{webhooks.LOG_STREAM}.json").read_text())
+    assert (queue["subjects"], queue["retention"]) == ([webhooks.QUEUE_SUBJECT], "workqueue")
+    assert log["subjects"] == [webhooks.log_subject("*")]
 
 
 async def test_the_server_applied_every_file_as_written(server: GyozaServer, js: JetStreamContext) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -18,9 +19,10 @@ from gyoza.bus import messaging, names
 from gyoza.bus.embedded import EmbeddedNats
 from gyoza.bus.link import connect
 from gyoza.bus.natskv import NatsBucket
+from gyoza.bus.pipeline import AckPipeline
 from gyoza.bus.port import MessageHandler, NatsState, RequestHandler, Stoppable
 from gyoza.bus.probe import JetStreamProbe
-from gyoza.bus.topology import apply_topology
+from gyoza.bus.topology import TopologyKeeper
 from gyoza.bus.translate import translate_errors
 from gyoza.settings import Settings
 
@@ -34,16 +36,19 @@ class NatsBus:
     """An open NATS connection with the JetStream context and the Gyoza buckets."""
 
     def __init__(
-        self, nc: Client, js: JetStreamContext, buckets: dict[str, NatsBucket], logs: ObjectStore,
-        embedded: EmbeddedNats | None = None,
+        self, nc: Client, js: JetStreamContext, pipeline: AckPipeline, buckets: dict[str, NatsBucket],
+        logs: ObjectStore, topology: TopologyKeeper, embedded: EmbeddedNats | None = None,
     ) -> None:  # fmt: skip
         self._nc = nc
+        self._topology = topology
         self._js = js
+        self._pipeline = pipeline
         self.definitions = buckets[names.DEFINITIONS_BUCKET]
         self.runs = buckets[names.RUNS_BUCKET]
         self.workers = buckets[names.WORKERS_BUCKET]
         self.leases = buckets[names.LEASES_BUCKET]
         self.idempotency = buckets[names.IDEMPOTENCY_BUCKET]
+        self.keys = buckets[names.KEYS_BUCKET]
         self._logs = logs
         self._embedded = embedded
         self.mode = "embedded" if embedded else "external"
@@ -59,6 +64,16 @@ class NatsBus:
         with translate_errors():
             ack = await self._js.publish(subject, payload, headers=headers, timeout=JS_TIMEOUT_S)
         return int(ack.seq)
+
+    async def publish_durable_many(self, messages: Sequence[tuple[str, bytes, str | None]]) -> list[int]:
+        acks = await self._pipeline.publish_all(
+            [(subject, payload, {"Nats-Msg-Id": msg_id} if msg_id else None) for subject, payload, msg_id in messages],
+            JS_TIMEOUT_S,
+        )
+        refused = next((ack for ack in acks if not isinstance(ack, int)), None)
+        if refused is not None:
+            raise refused
+        return [ack for ack in acks if isinstance(ack, int)]
 
     async def publish(self, subject: str, payload: bytes) -> None:
         await messaging.publish(self._nc, subject, payload)
@@ -105,6 +120,7 @@ class NatsBus:
             await self._logs.put(name, data)
 
     async def close(self) -> None:
+        self._topology.stop()
         try:
             try:
                 await self._nc.drain()
@@ -118,6 +134,7 @@ class NatsBus:
 
 _BUCKETS = (
     names.DEFINITIONS_BUCKET, names.RUNS_BUCKET, names.WORKERS_BUCKET, names.LEASES_BUCKET, names.IDEMPOTENCY_BUCKET,
+    names.KEYS_BUCKET,
 )  # fmt: skip
 
 
@@ -134,13 +151,15 @@ async def open_bus(settings: Settings) -> NatsBus:
         # GYOZA_NATS_URL may list several cluster nodes, comma-separated (as docker-compose.yml does). The connection
         # name tells operators (``nats server report connections``) which server replica it is.
         creds = str(settings.nats_creds) if settings.nats_creds else None
-        nc = await connect(url, creds, f"gyoza-server {socket.gethostname()}:{settings.port}")
+        topology = TopologyKeeper(settings.nats_replicas)
+        nc = await connect(url, creds, f"gyoza-server {socket.gethostname()}:{settings.port}", topology.reconnected)
         js = nc.jetstream(timeout=JS_TIMEOUT_S)
-        await apply_topology(js, settings.nats_replicas)
+        await topology.apply(js)
         with translate_errors():
-            buckets = {name: NatsBucket(await js.key_value(name)) for name in _BUCKETS}
+            pipeline = AckPipeline(nc)
+            buckets = {name: NatsBucket(await js.key_value(name), name, pipeline, JS_TIMEOUT_S) for name in _BUCKETS}
             logs = await js.object_store(names.LOGS_BUCKET)
-        return NatsBus(nc, js, buckets, logs, embedded)
+        return NatsBus(nc, js, pipeline, buckets, logs, topology, embedded)
     except BaseException:
         if embedded is not None:
             embedded.stop()

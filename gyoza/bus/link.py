@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client
@@ -24,8 +25,9 @@ _CONNECT_OPTIONS: dict[str, Any] = {
 }
 
 
-async def connect(url: str, creds: str | None, name: str) -> Client:
-    """Connect to the nodes listed in ``url`` (comma-separated) and keep reconnecting forever if the link drops."""
+async def connect(url: str, creds: str | None, name: str, reconnected: Callable[[], None] | None = None) -> Client:
+    """Connect to the nodes listed in ``url`` (comma-separated) and keep reconnecting forever if the link drops;
+    ``reconnected`` is called after each reconnect (inside nats-py's reconnect loop, so it must not block)."""
     nc = Client()
 
     async def on_disconnect() -> None:
@@ -35,6 +37,8 @@ async def connect(url: str, creds: str | None, name: str) -> Client:
 
     async def on_reconnect() -> None:
         log.warning("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
+        if reconnected is not None:
+            reconnected()
 
     async def on_error(exc: Exception) -> None:
         # Every failed reconnect attempt lands here; the disconnect and the reconnect are logged above.

@@ -5,6 +5,8 @@ RUNS_BUCKET = "gyoza_runs"
 WORKERS_BUCKET = "gyoza_workers"
 LEASES_BUCKET = "gyoza_leases"
 IDEMPOTENCY_BUCKET = "gyoza_idempotency"
+# Scoped API keys (docs/keys.md): <key id> = ApiKeyRecord, hashes only.
+KEYS_BUCKET = "gyoza_keys"
 LOGS_BUCKET = "gyoza_logs"
 
 RUN_REQUESTS_STREAM = "GYOZA_RUN_REQUESTS"
@@ -32,3 +34,21 @@ def assignments_subject(worker_id: str) -> str:
 def events_subject(worker_id: str) -> str:
     """A NATS-mode worker's event reports (request/reply), answered by any server replica."""
     return f"gyoza.workers.{worker_id}.events"
+
+
+# Live log lines (issue 11): the stream, its subjects, and a NATS-mode worker's shipments (request/reply, answered
+# by any server replica in SERVERS_QUEUE).
+LOGS_STREAM = "GYOZA_LOGS"
+
+
+def log_subject(run_id: str, attempt: int) -> str:
+    return f"gyoza.logs.{run_id}.{attempt}"
+
+
+def log_reports_subject(worker_id: str) -> str:
+    return f"gyoza.workers.{worker_id}.logs"
+
+
+def run_log_subjects(run_id: str) -> str:
+    """Every attempt's live log lines of one run."""
+    return f"gyoza.logs.{run_id}.*"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -65,6 +65,15 @@ class RecordStore(Generic[M]):
         self._note(key, raw, revision)
         return revision
 
+    async def create_many(self, records: Sequence[tuple[str, M]]) -> list[int | RecordExists]:
+        """``create`` of every (key, record), pipelined: per record its revision, or the ``RecordExists`` it met."""
+        raws = [(key, record.model_dump_json().encode()) for key, record in records]
+        results = await self.bucket.create_many(raws)
+        for (key, raw), result in zip(raws, results, strict=True):
+            if isinstance(result, int):
+                self._note(key, raw, result)
+        return results
+
     async def write(self, key: str, record: M, revision: int) -> int:
         """One compare-and-set write; ``Conflict`` when the revision is no longer the latest."""
         raw = record.model_dump_json().encode()
@@ -76,13 +85,18 @@ class RecordStore(Generic[M]):
         self._note(key, raw, written)
         return written
 
-    async def mutate(self, key: str, change: Callable[[M], M | None]) -> tuple[M, int, bool]:
+    async def mutate(
+        self, key: str, change: Callable[[M], M | None], known: tuple[bytes, int] | None = None
+    ) -> tuple[M, int, bool]:
         """Apply ``change`` to the latest record by CAS, retrying on conflict.
 
         ``change`` gets a fresh copy each time and returns the new record, or None for "nothing to write".
-        Exceptions it raises propagate and nothing is written. Returns (record, revision, changed).
+        Exceptions it raises propagate and nothing is written. Returns (record, revision, changed). ``known`` is a
+        version (value, revision) the caller holds: tried first like a remembered one, unless the memory is newer.
         """
         remembered = self._recent.get(key)
+        if known is not None and (remembered is None or remembered[1] < known[1]):
+            remembered = known
         if remembered is not None:
             raw, revision = remembered
             try:

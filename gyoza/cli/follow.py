@@ -1,11 +1,11 @@
-"""Following a run until it ends (``run --wait``, ``runs watch``): its events, why it waits as that changes,
-``--timeout`` and Ctrl-C — both of which leave the run going on the server, and say so.
+"""Following a run until it ends (``run --wait``, ``runs watch``, ``runs logs -f``) over its live stream: its
+events, why it waits as that changes, its log lines, ``--timeout`` and Ctrl-C — both of which leave the run going
+on the server, and say so.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -15,9 +15,7 @@ from rich.text import Text
 from gyoza.cli import render
 from gyoza.cli.errors import EXIT_INTERRUPTED, EXIT_RUN_FAILED, EXIT_TIMEOUT, fail
 from gyoza.client import GyozaClient
-from gyoza.schema import TERMINAL_STATES, Event, EventType, OpRun, RunState
-
-POLL_S = 0.25
+from gyoza.schema import Event, EventType, OpRun, RunState, RunStreamEnd, RunStreamEvent, RunStreamLog, RunStreamRun
 
 OnEvent = Callable[[Event], None]
 OnStatus = Callable[[OpRun, str], None]
@@ -35,25 +33,37 @@ def follow(
     client: GyozaClient, run_id: str, on_event: OnEvent, on_status: OnStatus, timeout: float | None = None
 ) -> OpRun:
     """Feed every event of the run (from the first) to ``on_event``, and each new ``render.waiting_status`` to
-    ``on_status``, until the run is terminal; return it. ``WaitTimedOut`` after ``timeout`` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    after, shown = 0, ""
-    while True:
-        run = client.get_run(run_id)
-        # Read after the run: a state and its event are written together, so the terminal event is in this page.
-        for event in client.run_events(run_id, after):
-            on_event(event)
-            after = event.id
-        if run.state in TERMINAL_STATES:
-            return run
-        # A PENDING run's reason changes without an event (the scheduler rewrites it): shown when it changes.
-        status = render.waiting_status(run)
-        if status and status != shown:
-            on_status(run, status)
-        shown = status
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimedOut(run, timeout or 0.0)
-        time.sleep(POLL_S)
+    ``on_status``, until the run is terminal; return it. ``WaitTimedOut`` after ``timeout`` seconds.
+
+    Follows the run's stream (GET /runs/{id}/stream): events come as they are written, and the run as it stands
+    whenever its state or reason changes (a PENDING run's reason changes without an event); nothing is polled."""
+    shown, last = "", None
+    for item in client.stream(run_id, timeout=timeout):
+        if isinstance(item, RunStreamEvent):
+            on_event(item.event)
+        elif isinstance(item, RunStreamRun):
+            last = item.run
+            status = render.waiting_status(item.run)
+            if status and status != shown:
+                on_status(item.run, status)
+            shown = status
+        elif isinstance(item, RunStreamEnd):
+            return item.run
+    raise WaitTimedOut(last or client.get_run(run_id), timeout or 0.0)
+
+
+def follow_logs(client: GyozaClient, run_id: str, attempt: int | None, as_json: bool) -> OpRun:
+    """Print the run's log lines (of every attempt, or of ``attempt``) as the op writes them, like ``docker logs
+    -f``: what was written so far first, then each new line, until the run ends; return it."""
+    for item in client.stream(run_id):
+        if isinstance(item, RunStreamLog) and attempt in (None, item.log.attempt):
+            if as_json:
+                typer.echo(render.json_line(item.log))
+            else:
+                typer.echo(item.log.text, nl=False)
+        elif isinstance(item, RunStreamEnd):
+            return item.run
+    raise AssertionError("a run stream ends with its end item")  # the client reconnects until then, or raises
 
 
 def follow_with_bar(client: GyozaClient, run: OpRun, timeout: float | None) -> OpRun:

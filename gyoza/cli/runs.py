@@ -1,4 +1,4 @@
-"""``gyoza run NAME -i k=v [--wait]`` and ``gyoza runs list|get|cancel|retry|logs|watch``."""
+"""``gyoza run NAME -i k=v [--wait]`` and ``gyoza runs list|get|cancel|retry|deliveries|logs|watch``."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from gyoza.cli import render
 from gyoza.cli.batches import run_batch
 from gyoza.cli.errors import api
 from gyoza.cli.fit import warn_if_unplaceable
-from gyoza.cli.follow import detachable, exit_for, finish, follow, follow_with_bar
+from gyoza.cli.follow import detachable, exit_for, finish, follow, follow_logs, follow_with_bar
 from gyoza.client import GyozaClient
-from gyoza.schema import Event, InputSpec, OpRun, RunListQuery, RunState, ValueType
+from gyoza.schema import DeliveryList, Event, InputSpec, OpRun, RunListQuery, RunState, ValueType
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel, retry and follow runs.")
 
@@ -251,14 +251,38 @@ def retry_run(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> N
         typer.echo(f"run {changed.id} attempt {changed.current_attempt} {changed.state.value}")
 
 
+@app.command("deliveries")
+def deliveries(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> None:
+    """The run's webhook deliveries: state, attempts and the last answer of each."""
+    with api(ctx) as client:
+        found = client.deliveries(run_id)
+    if as_json:
+        render.print_json(DeliveryList(data=found))
+        return
+    for d in found:
+        last = d.attempts[-1] if d.attempts else None
+        answer = "-" if last is None else last.error or str(last.status_code)
+        typer.echo(f"{d.id:<8} {d.event_type.value:<10} {d.state.value:<9} {len(d.attempts)} tries  {answer}  {d.url}")
+
+
 @app.command("logs")
 def logs(
     ctx: typer.Context,
     run_id: RunId,
     attempt: Annotated[int | None, typer.Option(min=1, help="Attempt number (default: the current one)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"run_id", "attempt", "logs"} as JSON')] = False,
+    follow_lines: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Print new lines as the op writes them until the run ends (--json: one line each)"
+        ),
+    ] = False,
 ) -> None:
-    """The captured stdout/stderr of an attempt, as plain text."""
+    """The captured stdout/stderr of an attempt, as plain text; with -f, live, of every attempt unless --attempt."""
+    if follow_lines:
+        with api(ctx) as client, detachable(run_id):
+            follow_logs(client, run_id, attempt, as_json)
+        return
     with api(ctx) as client:
         text = client.run_logs(run_id, attempt)
         if as_json:

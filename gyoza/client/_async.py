@@ -8,9 +8,12 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gyoza.client import _calls
+from gyoza.client import _calls, _sse
 from gyoza.client._config import client_defaults
+from gyoza.errors import Unavailable
 from gyoza.schema import (
+    ApiKeyCreated,
+    ApiKeyView,
     AssignmentList,
     AttemptView,
     BatchView,
@@ -20,19 +23,26 @@ from gyoza.schema import (
     Health,
     HeartbeatIn,
     HeartbeatReply,
+    LogChunkIn,
+    LogLogged,
     OpDefinition,
     OpDefinitionIn,
     OpRun,
     RetryPolicy,
+    Role,
     RunBatch,
     RunList,
     RunListQuery,
+    RunStreamItem,
     TopicEventList,
+    TopicStreamEvent,
+    WebhookDelivery,
     WorkerEventIn,
     WorkerView,
 )
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class AsyncGyozaClient:
@@ -165,6 +175,14 @@ class AsyncGyozaClient:
     async def run_logs(self, run_id: str, attempt: int | None = None) -> str:
         return await self._send(_calls.run_logs(run_id, attempt))
 
+    async def deliveries(self, run_id: str) -> list[WebhookDelivery]:
+        """The run's webhook deliveries, each with its state and attempts."""
+        return await self._send(_calls.deliveries(run_id))
+
+    async def redeliver(self, run_id: str, delivery_id: str) -> WebhookDelivery:
+        """Deliver a webhook delivery again now (a new round of attempts)."""
+        return await self._send(_calls.redeliver(run_id, delivery_id))
+
     async def cancel_run(self, run_id: str) -> OpRun:
         return await self._send(_calls.cancel_run(run_id))
 
@@ -182,6 +200,63 @@ class AsyncGyozaClient:
                 await asyncio.sleep(poll_s)
         return run
 
+    async def stream(
+        self,
+        run_id: str,
+        last_event_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncIterator[RunStreamItem]:
+        """The run's events and log lines as they happen (after ``last_event_id``, a stream item's ``id``), ending
+        with its ``RunStreamEnd`` once it is terminal (or stopping after ``timeout`` seconds, without it); a broken
+        connection is resumed without loss or repeat::
+
+            async for item in client.stream(run.id):
+                ...
+        """
+        async for item in self._follow(_sse.run_plan(run_id, last_event_id, timeout)):
+            yield item
+
+    async def topic_stream(
+        self,
+        topic: str,
+        last_event_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncIterator[TopicStreamEvent]:
+        """Every event published to the topic after ``last_event_id`` (a cursor), live, until you stop iterating
+        (or for ``timeout`` seconds)."""
+        async for item in self._follow(_sse.topic_plan(topic, last_event_id, timeout)):
+            yield item
+
+    async def _follow(self, plan: _sse.StreamPlan[S]) -> AsyncIterator[S]:
+        while not plan.finished:
+            try:
+                with _calls.translated(self._http.base_url):
+                    async for item in self._read(plan):
+                        yield item
+            except Unavailable:
+                if plan.over():
+                    return
+                if not plan.broke():
+                    raise
+                await asyncio.sleep(_sse.RECONNECT_PAUSE_S)
+
+    async def _read(self, plan: _sse.StreamPlan[S]) -> AsyncIterator[S]:
+        response = await self._http.send(plan.request(self._http), stream=True)
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                _calls.raise_refusal(response)
+            parser = _sse.SseParser()
+            async for line in response.aiter_lines():
+                item = plan.take(parser, line)
+                if item is not None:
+                    yield item
+                if plan.finished:
+                    return
+        finally:
+            await response.aclose()
+        raise Unavailable(f"the stream {plan.path} closed before its end")
+
     async def list_workers(self) -> list[WorkerView]:
         return await self._send(_calls.list_workers())
 
@@ -190,6 +265,21 @@ class AsyncGyozaClient:
 
     async def drain_worker(self, worker_id: str) -> WorkerView:
         return await self._send(_calls.drain_worker(worker_id))
+
+    async def create_key(
+        self, name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None
+    ) -> ApiKeyCreated:
+        """A scoped API key (admin only); its ``token`` is in this answer only."""
+        return await self._send(_calls.create_key(name, role, definitions, worker_id))
+
+    async def list_keys(self) -> list[ApiKeyView]:
+        return await self._send(_calls.list_keys())
+
+    async def get_key(self, key_id: str) -> ApiKeyView:
+        return await self._send(_calls.get_key(key_id))
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._send(_calls.revoke_key(key_id))
 
     async def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
         return await self._send(_calls.topic_events(topic, after, limit))
@@ -202,6 +292,9 @@ class AsyncGyozaClient:
 
     async def post_event(self, run_id: str, event: WorkerEventIn) -> OpRun:
         return await self._send(_calls.post_event(run_id, event))
+
+    async def ship_logs(self, run_id: str, chunk: LogChunkIn) -> LogLogged:
+        return await self._send(_calls.ship_logs(run_id, chunk))
 
     async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
         await self._send(_calls.upload_logs(run_id, attempt, text, worker_id))

@@ -7,17 +7,22 @@ responses lives here once, so the two can never drift apart.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from gyoza.errors import BadResponse, InvalidRequest, Unavailable, error_from_body
 from gyoza.schema import (
     MAX_BATCH_RUNS,
     TERMINAL_STATES,
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyList,
+    ApiKeyView,
     AssignmentList,
     AttemptView,
     BatchView,
@@ -27,17 +32,22 @@ from gyoza.schema import (
     Health,
     HeartbeatIn,
     HeartbeatReply,
+    LogChunkIn,
+    LogLogged,
     OpDefinition,
     OpDefinitionIn,
     OpRun,
     RetryPolicy,
+    Role,
     RunBatch,
     RunList,
     RunListQuery,
     TopicEventList,
+    WebhookDelivery,
     WorkerEventIn,
     WorkerList,
     WorkerView,
+    validation_problems,
 )
 
 T = TypeVar("T")
@@ -65,12 +75,7 @@ class Call(Generic[T]):
 
     def result(self, response: httpx.Response) -> T:
         """The parsed answer, or the server's error raised as the matching ``GyozaError`` subclass."""
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"error": {"message": response.text[:500]}}
-            raise error_from_body(response.status_code, body)
+        raise_refusal(response)
         try:
             return self.parse(response)
         except ValueError as exc:  # pydantic's ValidationError and JSON errors alike
@@ -78,6 +83,16 @@ class Call(Generic[T]):
                 f"the server answered {self.method} {self.path} with HTTP {response.status_code} and a body this "
                 f"client cannot read: {_first_line(exc)}"
             ) from exc
+
+
+def raise_refusal(response: httpx.Response) -> None:
+    """The server's error answer (a read response, status 400 or more) raised as its ``GyozaError`` subclass."""
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": {"message": response.text[:500]}}
+        raise error_from_body(response.status_code, body)
 
 
 def _first_line(exc: Exception) -> str:
@@ -288,6 +303,14 @@ def cancel_run(run_id: str) -> Call[OpRun]:
     return Call("POST", f"/runs/{run_id}/cancel", _model(OpRun))
 
 
+def deliveries(run_id: str) -> Call[list[WebhookDelivery]]:
+    return Call("GET", f"/runs/{run_id}/deliveries", _items(WebhookDelivery))
+
+
+def redeliver(run_id: str, delivery_id: str) -> Call[WebhookDelivery]:
+    return Call("POST", f"/runs/{run_id}/deliveries/{delivery_id}/redeliver", _model(WebhookDelivery))
+
+
 def retry_run(run_id: str) -> Call[OpRun]:
     return Call("POST", f"/runs/{run_id}/retry", _model(OpRun))
 
@@ -311,6 +334,35 @@ def drain_worker(worker_id: str) -> Call[WorkerView]:
     return Call("POST", f"/workers/{worker_id}/drain", _model(WorkerView))
 
 
+# --- scoped API keys (admin only; docs/keys.md) ---------------------------------------------------------------------
+
+
+def create_key(
+    name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None
+) -> Call[ApiKeyCreated]:
+    """The answer holds the key's token, this once. The body is checked here (a mistake is an ``InvalidRequest``
+    before anything is sent), as the server checks it."""
+    fields: dict[str, Any] = {"name": name, "role": str(role), "worker_id": worker_id}
+    fields["definitions"] = None if definitions is None else list(definitions)
+    try:  # as JSON, the way the server reads it (strict models take a role's name only there)
+        body = ApiKeyIn.model_validate_json(json.dumps(fields))
+    except ValidationError as exc:
+        raise InvalidRequest("invalid API key", validation_problems(exc)) from None
+    return Call("POST", "/keys", _model(ApiKeyCreated), json=_body(body))
+
+
+def list_keys() -> Call[list[ApiKeyView]]:
+    return Call("GET", "/keys", lambda response: ApiKeyList.model_validate_json(response.content).data)
+
+
+def get_key(key_id: str) -> Call[ApiKeyView]:
+    return Call("GET", f"/keys/{key_id}", _model(ApiKeyView))
+
+
+def revoke_key(key_id: str) -> Call[None]:
+    return Call("DELETE", f"/keys/{key_id}", _nothing)
+
+
 def topic_events(topic: str, after: int = 0, limit: int = 100) -> Call[TopicEventList]:
     return Call("GET", f"/topics/{topic}/events", _model(TopicEventList), params={"after": after, "limit": limit})
 
@@ -328,6 +380,11 @@ def claim(worker_id: str, wait: float) -> Call[AssignmentList]:
 
 def post_event(run_id: str, event: WorkerEventIn) -> Call[OpRun]:
     return Call("POST", f"/runs/{run_id}/events", _model(OpRun), json=event.model_dump(mode="json"))
+
+
+def ship_logs(run_id: str, chunk: LogChunkIn) -> Call[LogLogged]:
+    """A worker's live log lines (POST /runs/{id}/logs)."""
+    return Call("POST", f"/runs/{run_id}/logs", _model(LogLogged), json=_body(chunk))
 
 
 def upload_logs(run_id: str, attempt: int, text: bytes, worker_id: str) -> Call[None]:

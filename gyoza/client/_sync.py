@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
-from gyoza.client import _calls
+from gyoza.client import _calls, _sse
 from gyoza.client._config import client_defaults
+from gyoza.errors import Unavailable
 from gyoza.schema import (
+    ApiKeyCreated,
+    ApiKeyView,
     AssignmentList,
     AttemptView,
     BatchView,
@@ -20,19 +24,26 @@ from gyoza.schema import (
     Health,
     HeartbeatIn,
     HeartbeatReply,
+    LogChunkIn,
+    LogLogged,
     OpDefinition,
     OpDefinitionIn,
     OpRun,
     RetryPolicy,
+    Role,
     RunBatch,
     RunList,
     RunListQuery,
+    RunStreamItem,
     TopicEventList,
+    TopicStreamEvent,
+    WebhookDelivery,
     WorkerEventIn,
     WorkerView,
 )
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class GyozaClient:
@@ -162,6 +173,14 @@ class GyozaClient:
     def run_logs(self, run_id: str, attempt: int | None = None) -> str:
         return self._send(_calls.run_logs(run_id, attempt))
 
+    def deliveries(self, run_id: str) -> list[WebhookDelivery]:
+        """The run's webhook deliveries, each with its state and attempts."""
+        return self._send(_calls.deliveries(run_id))
+
+    def redeliver(self, run_id: str, delivery_id: str) -> WebhookDelivery:
+        """Deliver a webhook delivery again now (a new round of attempts)."""
+        return self._send(_calls.redeliver(run_id, delivery_id))
+
     def cancel_run(self, run_id: str) -> OpRun:
         return self._send(_calls.cancel_run(run_id))
 
@@ -180,6 +199,47 @@ class GyozaClient:
             time.sleep(poll_s)
         return run
 
+    def stream(
+        self, run_id: str, last_event_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[RunStreamItem]:
+        """The run's events and log lines as they happen (after ``last_event_id``, a stream item's ``id``), ending
+        with its ``RunStreamEnd`` once it is terminal (or stopping after ``timeout`` seconds, without it); a broken
+        connection is resumed without loss or repeat."""
+        return self._follow(_sse.run_plan(run_id, last_event_id, timeout))
+
+    def topic_stream(
+        self, topic: str, last_event_id: str | None = None, timeout: float | None = None
+    ) -> Iterator[TopicStreamEvent]:
+        """Every event published to the topic after ``last_event_id`` (a cursor), live, until you stop iterating
+        (or for ``timeout`` seconds)."""
+        return self._follow(_sse.topic_plan(topic, last_event_id, timeout))
+
+    def _follow(self, plan: _sse.StreamPlan[S]) -> Iterator[S]:
+        while not plan.finished:
+            try:
+                with _calls.translated(self._http.base_url):
+                    yield from self._read(plan)
+            except Unavailable:
+                if plan.over():
+                    return
+                if not plan.broke():
+                    raise
+                time.sleep(_sse.RECONNECT_PAUSE_S)
+
+    def _read(self, plan: _sse.StreamPlan[S]) -> Iterator[S]:
+        with contextlib.closing(self._http.send(plan.request(self._http), stream=True)) as response:
+            if response.status_code >= 400:
+                response.read()
+                _calls.raise_refusal(response)
+            parser = _sse.SseParser()
+            for line in response.iter_lines():
+                item = plan.take(parser, line)
+                if item is not None:
+                    yield item
+                if plan.finished:
+                    return
+        raise Unavailable(f"the stream {plan.path} closed before its end")
+
     def list_workers(self) -> list[WorkerView]:
         return self._send(_calls.list_workers())
 
@@ -188,6 +248,21 @@ class GyozaClient:
 
     def drain_worker(self, worker_id: str) -> WorkerView:
         return self._send(_calls.drain_worker(worker_id))
+
+    def create_key(
+        self, name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None
+    ) -> ApiKeyCreated:
+        """A scoped API key (admin only); its ``token`` is in this answer only."""
+        return self._send(_calls.create_key(name, role, definitions, worker_id))
+
+    def list_keys(self) -> list[ApiKeyView]:
+        return self._send(_calls.list_keys())
+
+    def get_key(self, key_id: str) -> ApiKeyView:
+        return self._send(_calls.get_key(key_id))
+
+    def revoke_key(self, key_id: str) -> None:
+        self._send(_calls.revoke_key(key_id))
 
     def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
         return self._send(_calls.topic_events(topic, after, limit))
@@ -200,6 +275,9 @@ class GyozaClient:
 
     def post_event(self, run_id: str, event: WorkerEventIn) -> OpRun:
         return self._send(_calls.post_event(run_id, event))
+
+    def ship_logs(self, run_id: str, chunk: LogChunkIn) -> LogLogged:
+        return self._send(_calls.ship_logs(run_id, chunk))
 
     def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
         self._send(_calls.upload_logs(run_id, attempt, text, worker_id))

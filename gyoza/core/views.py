@@ -62,6 +62,7 @@ def _run_view(record: RunRecord) -> OpRun:
         env=record.env,
         output_specs=record.output_specs,
         event_delivery=record.event_delivery,
+        webhooks=record.webhooks,  # their secrets are undeclared fields: known_fields leaves them out
         state=attempt.state,
         state_reason=attempt.state_reason,
         progress=attempt.progress,

@@ -19,13 +19,13 @@ from pydantic import ValidationError
 
 from gyoza.bus import names
 from gyoza.bus.port import Bus, Stoppable
-from gyoza.core.placement import Capacity, Demand, best_worker, pending_reason
+from gyoza.core.placement import Demand, pending_reason
 from gyoza.errors import GyozaError, InvalidRequest, RunNotFound, Unavailable
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
 from gyoza.scheduler.liveness import Liveness
 from gyoza.scheduler.queue import QueuedRun
-from gyoza.scheduler.state import ClusterState
+from gyoza.scheduler.state import ClusterState, Known
 from gyoza.schema import (
     HeartbeatIn,
     HeartbeatReply,
@@ -47,11 +47,12 @@ log = logging.getLogger(__name__)
 MAX_WRITES_IN_FLIGHT = 128
 REASONS_EVERY_S = 1.0
 REASON_WRITES_PER_LANE = 200
+REASON_CHECKS_PER_YIELD = 1000
 # After an assignment write NATS could not take, placement tries again this much later rather than at once.
 RETRY_UNAVAILABLE_S = 0.5
 LEASE_TASK = "scheduler-lease"
 
-Placement = tuple[QueuedRun, str, list[int]]
+Placement = tuple[QueuedRun, str, list[int], Known | None]
 
 
 class Scheduler:
@@ -278,18 +279,17 @@ class Scheduler:
         # Forget the previous pass's blocked lanes now, not when this pass ends: a long pass (thousands of runs placed
         # after workers joined) must not have the reasons loop keep writing stale "why waiting" onto runs being placed.
         self._blocked = blocked
-        workers = self.state.ledger.workers
         while self.is_leader:
             # A write slot first, then choose and reserve without awaiting: a cancelled pass never leaves a run
             # taken out of the queue without its assignment task.
             await self._writes.acquire()
-            placement = self._next_placement(blocked, workers)
+            placement = self._next_placement(blocked)
             if placement is None:
                 self._writes.release()
                 break
             self._assignments.spawn(self._assign(*placement))
 
-    def _next_placement(self, blocked: set[Demand], workers: dict[str, Capacity]) -> Placement | None:
+    def _next_placement(self, blocked: set[Demand]) -> Placement | None:
         """Take the best pending run that fits a worker out of the queue and reserve it there."""
         while True:
             best: QueuedRun | None = None
@@ -298,7 +298,7 @@ class Scheduler:
                     best = run
             if best is None:
                 return None
-            target = best_worker(best.demand, workers.values())
+            target = self.state.ledger.best_worker(best.demand)
             if target is None:
                 blocked.add(best.demand)
                 continue
@@ -308,13 +308,13 @@ class Scheduler:
                 Held(best.run_id, best.attempt, worker.worker_id, best.demand, gpu_ids, RunState.ASSIGNED)
             )
             self.state.in_flight.add(best.run_id)
-            return best, worker.worker_id, gpu_ids
+            return best, worker.worker_id, gpu_ids, self.state.records.pop(best.run_id, None)
 
-    async def _assign(self, run: QueuedRun, worker_id: str, gpu_ids: list[int]) -> None:
+    async def _assign(self, run: QueuedRun, worker_id: str, gpu_ids: list[int], known: Known | None) -> None:
         try:
             if not self.is_leader:
                 raise Unavailable("not acting as scheduler leader any more")
-            record, revision = await self.runs.assign(run.run_id, run.attempt, worker_id, gpu_ids)
+            record, revision = await self.runs.assign(run.run_id, run.attempt, worker_id, gpu_ids, known)
         except Exception as exc:
             await self._assignment_failed(run, exc)
             return
@@ -358,14 +358,19 @@ class Scheduler:
             await asyncio.sleep(REASONS_EVERY_S)
 
     async def _refresh_reasons(self) -> None:
-        """Write why blocked runs wait (only where it changed, a bounded number per lane and round)."""
+        """Write why blocked runs wait (only where it changed, a bounded number per lane and round).
+
+        A lane can hold 100,000 runs: it is walked in place, not copied, yielding now and then, and the walk ends
+        as soon as a placement pass finds the lane unblocked (its runs are being placed: no reason to write)."""
         workers = list(self.state.ledger.workers.values())
         for demand in list(self._blocked):
             reason = pending_reason(demand, workers)
             written = 0
-            for run in list(self.state.queue.in_lane(demand)):
-                if written >= REASON_WRITES_PER_LANE or not self.is_leader:
+            for checked, run in enumerate(self.state.queue.in_lane(demand), 1):
+                if written >= REASON_WRITES_PER_LANE or not self.is_leader or demand not in self._blocked:
                     break
+                if checked % REASON_CHECKS_PER_YIELD == 0:
+                    await asyncio.sleep(0)
                 if run.reason_code == reason.code:
                     continue  # the message is a snapshot ("the most free seen"); rewrite only when the code changes
                 run.reason_code, run.reason_message = reason.code, reason.message

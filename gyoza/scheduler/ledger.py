@@ -1,6 +1,8 @@
 """Who holds what: per-worker totals and the reservations of ASSIGNED/RUNNING attempts, per GPU for VRAM.
 
-Free capacity is kept up to date incrementally (reserve/release), so a fit check is a few comparisons.
+Free capacity is kept up to date incrementally (reserve/release), so a fit check is a few comparisons. The best
+worker for a demand is remembered between placements: placing a run on it only makes it fit that demand more tightly
+and leaves every other worker as it was, so it stays the best choice until it is full or anything else changes.
 """
 
 from __future__ import annotations
@@ -8,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gyoza.core import workerstate
-from gyoza.core.placement import Capacity, Demand
+from gyoza.core.placement import Capacity, Demand, best_worker, fit
 from gyoza.schema import RunState, WorkerRecord
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     run_id: str
     attempt: int
@@ -29,6 +31,19 @@ class Ledger:
         self.workers: dict[str, Capacity] = {}
         self.held: dict[str, Held] = {}
         self.by_worker: dict[str, set[str]] = {}
+        # (demand, worker id) of the last full search, valid while only reservations of that demand there followed.
+        self._best: tuple[Demand, str] | None = None
+
+    def best_worker(self, demand: Demand) -> tuple[Capacity, list[int]] | None:
+        """``placement.best_worker`` over every worker, without the search while the remembered choice holds."""
+        if self._best is not None and self._best[0] == demand:
+            worker = self.workers[self._best[1]]  # workers are never dropped from the ledger
+            gpu_ids = fit(demand, worker)
+            if gpu_ids is not None:
+                return worker, gpu_ids
+        target = best_worker(demand, self.workers.values())
+        self._best = None if target is None else (demand, target[0].worker_id)
+        return target
 
     def upsert_worker(self, record: WorkerRecord, alive: bool) -> bool:
         """Track a worker's totals, tags and whether it may get work. Returns True when it could take more now."""
@@ -45,6 +60,7 @@ class Ledger:
             and current.schedulable == schedulable
         ):
             return False
+        self._best = None
         self.workers[record.id] = Capacity(
             worker_id=record.id, cpu_total=record.resources.cpu, ram_total=record.resources.ram_mb,
             gpu_total=gpus, tags=tags, schedulable=schedulable,
@@ -54,8 +70,9 @@ class Ledger:
 
     def set_schedulable(self, worker_id: str, schedulable: bool) -> None:
         worker = self.workers.get(worker_id)
-        if worker is not None:
+        if worker is not None and worker.schedulable != schedulable:
             worker.schedulable = schedulable
+            self._best = None
 
     def _recompute_free(self, worker_id: str) -> None:
         worker = self.workers[worker_id]
@@ -81,6 +98,8 @@ class Ledger:
                 previous.state, previous.cancel_requested = held.state, held.cancel_requested
                 return
             self.release(held.run_id)
+        if self._best is not None and self._best != (held.demand, held.worker_id):
+            self._best = None  # another worker got tighter, or another demand's best changed
         self.held[held.run_id] = held
         self.by_worker.setdefault(held.worker_id, set()).add(held.run_id)
         worker = self.workers.get(held.worker_id)
@@ -92,6 +111,7 @@ class Ledger:
         if held is None:
             return None
         self.by_worker.get(held.worker_id, set()).discard(run_id)
+        self._best = None
         worker = self.workers.get(held.worker_id)
         if worker is not None:
             self._take(worker, held, +1)

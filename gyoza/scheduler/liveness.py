@@ -114,7 +114,7 @@ class Liveness:
         record = self.records.get(worker_id)
         now = self.clock.monotonic()
         if record is None or self._needs_write(record, body, now):
-            record = await self.workers.record_heartbeat(worker_id, body)
+            record = await self.workers.record_heartbeat(worker_id, body, new=record is None)
             self.records[worker_id] = record
             self._refresh_at[worker_id] = self._next_refresh(now)
             was_alive = False

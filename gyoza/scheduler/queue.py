@@ -18,7 +18,7 @@ from gyoza.core.placement import Demand
 OrderKey = tuple[int, float, int]
 
 
-@dataclass
+@dataclass(slots=True)  # one small object per waiting run: 100,000 of them stay cheap to hold and to garbage-collect
 class QueuedRun:
     run_id: str
     attempt: int
@@ -59,6 +59,7 @@ class PendingQueue:
         lane = self.lanes.get(run.demand)
         if lane is None:
             lane = self.lanes[run.demand] = Lane(run.demand)
+        run.demand = lane.demand  # one demand object per lane, not one per run
         heapq.heappush(lane.heap, (run.key, run.run_id))
 
     def remove(self, run_id: str) -> QueuedRun | None:
@@ -88,7 +89,8 @@ class PendingQueue:
                 yield lane, run
 
     def in_lane(self, demand: Demand) -> Iterator[QueuedRun]:
-        """The live runs of one lane, in no particular order (for refreshing pending reasons)."""
+        """The live runs of one lane, in no particular order (for refreshing pending reasons). Safe to walk while
+        the queue changes: a run pushed or placed meanwhile may be missed or seen twice."""
         lane = self.lanes.get(demand)
         if lane is None:
             return

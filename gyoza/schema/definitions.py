@@ -22,6 +22,7 @@ from gyoza.schema._base import (
     known_fields,
 )
 from gyoza.schema.enums import FailureReason, ValueType
+from gyoza.schema.webhooks import Webhook, Webhooks
 
 
 class InputSpec(Part):
@@ -80,6 +81,7 @@ class RunTemplate(Input):
     env: dict[EnvName, Text] = Field(default_factory=dict)
     output_specs: dict[str, OutputSpec] | None = None
     event_delivery: EventDelivery | None = None
+    webhooks: Webhooks = Field(default_factory=list)
 
 
 class OpDefinitionIn(RunTemplate):
@@ -108,10 +110,12 @@ class OpDefinition(StoredRecord):
     tags: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     event_delivery: EventDelivery | None = None
+    webhooks: list[Webhook] = Field(default_factory=list)
     created_at: datetime
 
     def content(self) -> dict[str, Any]:
-        """What makes two posts of a version identical: every field this version knows but the server-set ones."""
+        """What makes two posts of a version identical: every field this version knows but the server-set ones.
+        (Not the webhooks' secrets, which no answer shows: ``gyoza deploy`` compares with an answer.)"""
         return known_fields(self).model_dump(mode="json", exclude={"id", "created_at", "schema_version"})
 
 

@@ -26,6 +26,7 @@ from gyoza.schema._base import (
 )
 from gyoza.schema.definitions import Constraints, EventDelivery, OutputSpec, RetryPolicy, RunTemplate
 from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
+from gyoza.schema.webhooks import Webhook, Webhooks
 
 # Labels: a few key/value strings a user attaches to runs to find and act on them together (GET /runs?label=k:v,
 # POST /runs/cancel). A key has no ":" so that ``k:v`` splits at its first one; a value is any short line of text.
@@ -53,7 +54,8 @@ class RunOverrides(Input):
     """What one run of a definition may change: where and how long it runs, how it is retried, extra env.
 
     ``constraints`` and ``retry_policy`` change only the fields given; ``env`` adds to (and wins over) the
-    definition's; ``tags`` and ``timeout_seconds`` replace the definition's. Image, command and specs are fixed.
+    definition's; ``tags`` and ``timeout_seconds`` replace the definition's; ``webhooks`` add to the definition's.
+    Image, command and specs are fixed.
     """
 
     constraints: Constraints | None = None
@@ -61,6 +63,7 @@ class RunOverrides(Input):
     timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
     tags: Annotated[list[Tag], Field(max_length=64)] | None = None
     env: dict[EnvName, Text] | None = None
+    webhooks: Webhooks | None = None
 
 
 class RunFromDefinitionIn(RunOverrides):
@@ -151,6 +154,7 @@ class RunRecord(StoredRecord):
     env: dict[str, str] = Field(default_factory=dict)
     output_specs: dict[str, OutputSpec] | None = None
     event_delivery: EventDelivery | None = None
+    webhooks: list[Webhook] = Field(default_factory=list)
     idempotency_key: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     # The batch request that created the run (POST .../runs/batch), None for a run created alone.
@@ -188,6 +192,7 @@ class OpRun(Record):
     env: dict[str, str]
     output_specs: dict[str, OutputSpec] | None
     event_delivery: EventDelivery | None
+    webhooks: list[Webhook] = Field(default_factory=list)
     state: RunState
     state_reason: StateReason
     progress: int

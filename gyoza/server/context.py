@@ -19,8 +19,14 @@ from gyoza.server.watch import BucketFollower, IndexedRuns
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.feed import RunFeed
 from gyoza.services.fleet import FleetService, WorkerReports
+from gyoza.services.keys import KeyRing, KeyService
+from gyoza.services.livelogs import LiveLogs, LogReports
+from gyoza.services.livestreams import RunStream
 from gyoza.services.runs import RunService
+from gyoza.services.streams import StreamHub
 from gyoza.services.topics import TopicFeed
+from gyoza.services.webhook_delivery import WebhookDeliverer
+from gyoza.services.webhooks import WebhookQueue
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
 from gyoza.supervision import TaskFailures
@@ -44,9 +50,21 @@ class ServerContext:
     follower: BucketFollower
     scheduler: Scheduler
     failures: TaskFailures
+    # Live streams (issue 11): the fan-out hub (a run feed listener), the live log lines and the run streams.
+    stream_hub: StreamHub
+    live_logs: LiveLogs
+    run_streams: RunStream
+    webhooks: WebhookQueue
+    webhook_deliverer: WebhookDeliverer
+    keys: KeyService  # scoped API keys (docs/keys.md) and the watch that feeds the auth's cache of them
     reports: WorkerReports | None = None
+    log_reports: LogReports | None = None
 
     async def close(self) -> None:
+        await self.keys.stop()
+        await self.webhook_deliverer.stop()
+        if self.log_reports is not None:
+            await self.log_reports.stop()
         if self.reports is not None:
             await self.reports.stop()
         with contextlib.suppress(Exception):
@@ -68,8 +86,9 @@ def node_id(settings: Settings) -> str:
     return f"{socket.gethostname()}-{settings.port}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def build_context(settings: Settings) -> ServerContext:
-    """Connect, replay KV into the index and the scheduler's model, then start competing for the leader lease."""
+async def build_context(settings: Settings, ring: KeyRing | None = None) -> ServerContext:
+    """Connect, replay KV into the index and the scheduler's model, then start competing for the leader lease.
+    ``ring``: the cache of scoped API keys the app's auth reads, filled here before the first request is served."""
     bus = await open_bus(settings)
     try:
         index = QueryIndex(index_path(settings, os.getpid()))
@@ -77,11 +96,15 @@ async def build_context(settings: Settings) -> ServerContext:
         definitions = DefinitionService(bus, observer=listener)
         runs = RunService(bus, definitions, observer=listener)
         workers = WorkerService(bus)
-        topics = TopicFeed(bus)
+        webhooks = WebhookQueue(bus, settings.webhook_max_attempts)
+        topics = TopicFeed(bus, sinks=[webhooks])  # the run-event outbox: topic feeds and webhook queueing
         failures = TaskFailures()
+        keys = KeyService(bus, ring or KeyRing())
+        await keys.follow(failures)
         scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
         feed = RunFeed(bus, failures)
-        for subscriber in (listener, topics, scheduler):
+        stream_hub = StreamHub(bus)
+        for subscriber in (listener, topics, scheduler, stream_hub):
             feed.subscribe(subscriber)
         follower = BucketFollower(bus, index, failures)
         await follower.start()
@@ -90,12 +113,18 @@ async def build_context(settings: Settings) -> ServerContext:
         await scheduler.start()
         reports = WorkerReports(bus, runs)  # NATS-mode workers' events, on every replica
         await reports.start()
+        live_logs = LiveLogs(bus, runs)
+        log_reports = LogReports(bus, live_logs)  # NATS-mode workers' live log lines, on every replica
+        await log_reports.start()
+        deliverer = WebhookDeliverer(webhooks, runs, settings, failures)  # on every replica: the queue's consumers
+        await deliverer.start()
     except BaseException:
         await bus.close()
         raise
     return ServerContext(
         settings, bus, index, listener, definitions, runs, topics, FleetService(bus, workers), feed, follower,
-        scheduler, failures, reports,
+        scheduler, failures, stream_hub, live_logs, RunStream(runs, live_logs, stream_hub), webhooks,
+        deliverer, keys, reports, log_reports,
     )  # fmt: skip
 
 

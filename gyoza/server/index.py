@@ -31,12 +31,12 @@ from gyoza.schema import (
 
 _UPSERT_RUN = """
 INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
-                  gpu_ids, revision, body, batch_id, labels)
+                  gpu_ids, revision, body, batch_id, labels, priority)
 VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :attempt, :cpu, :ram_mb, :vram_mb,
-        :gpu_ids, :revision, :body, :batch_id, :labels)
+        :gpu_ids, :revision, :body, :batch_id, :labels, :priority)
 ON CONFLICT(id) DO UPDATE SET
   state = excluded.state, worker_id = excluded.worker_id, attempt = excluded.attempt, gpu_ids = excluded.gpu_ids,
-  revision = excluded.revision, body = excluded.body
+  revision = excluded.revision, body = excluded.body, priority = excluded.priority
 WHERE excluded.revision > runs.revision
 """
 
@@ -75,6 +75,9 @@ class QueryIndex:
             runs.create_index([column, "created_at", "id"])
         runs.create_index(["worker_id", "state"], index_name="idx_runs_worker_state")
         _add_batch_columns(runs)
+        # The queue in the scheduler's order (GET /queue): read off this index, however many runs wait.
+        runs.add_column("priority", int)
+        db.execute("CREATE INDEX idx_runs_queue ON runs (state, priority DESC, created_at, id)")
         db.table("definitions").create(
             {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
         )
@@ -135,6 +138,13 @@ class QueryIndex:
         if backwards:
             rows.reverse()
         return rows, has_more
+
+    def pending_in_order(self, limit: int) -> tuple[list[str], bool, int]:
+        """PENDING runs in the scheduler's order (priority desc, then oldest first): (JSON bodies, has_more, total)."""
+        sql = "SELECT body FROM runs WHERE state = 'PENDING' ORDER BY priority DESC, created_at, id LIMIT ?"
+        rows = [row[0] for row in self.db.execute(sql, [limit + 1]).fetchall()]
+        total = self.db.execute("SELECT count(*) FROM runs WHERE state = 'PENDING'").fetchone()[0]
+        return rows[:limit], len(rows) > limit, int(total)
 
     def run_written(self, record: RunRecord, revision: int) -> None:
         self.upsert_run(record, revision)
@@ -263,6 +273,7 @@ def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:
         "body": run_view(record).model_dump_json(),
         "batch_id": record.batch_id,
         "labels": json.dumps(record.labels) if record.labels else None,
+        "priority": record.priority,
     }
 
 

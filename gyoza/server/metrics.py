@@ -14,6 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app, g, request
+from quart_schema import document_response
+
+from gyoza.schema import PlainText
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -79,6 +82,7 @@ def install_metrics(app: Quart) -> None:
 
 
 @blueprint.get("/metrics")
+@document_response(PlainText)
 async def metrics() -> Response:
     """Prometheus metrics (text exposition format)."""
     registry: CollectorRegistry = current_app.extensions["gyoza_metrics"]

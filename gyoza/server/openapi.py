@@ -13,7 +13,7 @@ from typing import Any
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import Rule
 
-from gyoza.schema import ErrorBody, NoContent, PlainText
+from gyoza.schema import ErrorBody, EventStream, NoContent, PlainText
 
 ERROR_DESCRIPTIONS = {
     400: "Bad request: an unknown or invalid query parameter, or an invalid body; details lists every problem",
@@ -49,4 +49,7 @@ class GyozaOpenAPIProvider(OpenAPIProvider):
         if model is PlainText:
             text = {"text/plain": {"schema": {"type": "string"}}}
             return {"description": "Text, not JSON", "content": text}, {}
+        if model is EventStream:
+            events = {"text/event-stream": {"schema": {"type": "string"}}}
+            return {"description": "Server-Sent Events (see the operation's description)", "content": events}, {}
         return super().build_response_object(model, headers_model)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gyoza.bus.records import RecordExists, RecordMissing
+from gyoza.bus.records import RecordMissing
 from gyoza.core import statemachine as sm
 from gyoza.core.specs import resolve_inputs
 from gyoza.errors import Conflict, InvalidInputs, InvalidRequest, RunNotFound
@@ -35,7 +35,7 @@ BULK_CONCURRENCY = 64
 _NEW, _REPEAT, _SAME = "new", "repeat", "same"
 # Writes in flight per batch: pipelined enough that a batch costs a few round trips, bounded so that many large
 # batches at once queue at the HTTP layer rather than time out inside NATS requests (a 503 for work that was fine).
-PIPELINE = 128
+PIPELINE = 500
 
 
 @dataclass(frozen=True)
@@ -151,17 +151,18 @@ class BatchService:
     async def _write_chunk(self, records: list[RunRecord]) -> list[tuple[RunRecord, int, bool]]:
         """Create the records and send their run requests, all at once (as the single create does: should a create
         fail, the scheduler finds no such run and drops its request)."""
-        writes = asyncio.gather(*(self._write(record) for record in records))
-        requests = asyncio.gather(*(self.runs._request_scheduling(record, None) for record in records))
-        written, _ = await asyncio.gather(writes, requests)
+        results, _ = await asyncio.gather(
+            self.runs.store.create_many([(record.id, record) for record in records]),
+            self.runs.request_scheduling_of_new(records),
+        )
+        written: list[tuple[RunRecord, int, bool]] = []
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, int):
+                written.append((record, result, True))
+            else:  # a repeat whose first request stored its run meanwhile
+                stored, revision = await self.runs.store.get(record.id)
+                written.append((stored, revision, False))
         return written
-
-    async def _write(self, record: RunRecord) -> tuple[RunRecord, int, bool]:
-        try:
-            return record, await self.runs.store.create(record.id, record), True
-        except RecordExists:
-            stored, revision = await self.runs.store.get(record.id)
-            return stored, revision, False
 
     # --- bulk actions ------------------------------------------------------------------------------------------
 

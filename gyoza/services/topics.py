@@ -1,4 +1,6 @@
 """The topic feed: every event of every run whose definition has ``event_delivery``, in the GYOZA_TOPICS stream.
+The same outbox carries other event sinks on its cursor (``EventSink``: the webhook queue), so each new event of
+a run is handed to every sink that wants the run, once, by the same leader, with the same replay guarantees.
 
 Published by one process, the scheduler leader, and with no write of its own: one worker event is one run-record
 write. Every replica follows the run feed; the leader publishes each version's new events with message id
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from gyoza.bus import names
 from gyoza.bus.port import Bus
 from gyoza.errors import GyozaError
-from gyoza.schema import RunRecord, TopicEvent, TopicEventList
+from gyoza.schema import Event, EventDelivery, RunRecord, TopicEvent, TopicEventList
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +44,23 @@ class _Pending:
     versions: list[tuple[int, int]] = field(default_factory=list)
 
 
+class EventSink(Protocol):
+    """Publishes what it derives from a run's events, each with a message id that makes a repeat a no-op (the
+    outbox may hand an event over again after a crash or a change of leader)."""
+
+    def wants(self, record: RunRecord) -> bool: ...
+
+    async def publish(self, record: RunRecord, event: Event) -> None: ...
+
+
 def _last_event_id(record: RunRecord) -> int:
     return record.events[-1].id if record.events else 0
 
 
 class TopicFeed:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, sinks: Sequence[EventSink] = ()) -> None:
         self.bus = bus
+        self.sinks = tuple(sinks)
         self._marks: dict[str, int] = {}  # run id -> the last event id known to be out
         self._backlog: dict[str, _Pending] = {}  # runs with versions past the cursor, not yet out
         self._through = 0  # every version up to this runs-bucket revision is out
@@ -64,7 +78,7 @@ class TopicFeed:
     async def on_run(self, record: RunRecord, revision: int) -> None:
         """Run feed listener (every replica): note the version; the leader publishes it at once."""
         self._seen = max(self._seen, revision)
-        if record.event_delivery is None:
+        if record.event_delivery is None and not any(sink.wants(record) for sink in self.sinks):
             return
         if revision <= self._through:
             self._mark(record.id, _last_event_id(record))
@@ -118,26 +132,30 @@ class TopicFeed:
         self._marks[run_id] = max(self._marks.get(run_id, 0), last_event_id)
 
     async def _publish(self, record: RunRecord) -> None:
-        delivery = record.event_delivery
-        assert delivery is not None
         mark = self._marks.get(record.id)
-        subject = names.topic_subject(delivery.topic)
+        sinks = [sink for sink in self.sinks if sink.wants(record)]
         for event in record.events:
             if (mark is not None and event.id <= mark) or (mark is None and self._since and event.t < self._since):
                 continue
-            message = TopicEvent(
-                run_id=record.id,
-                attempt=event.attempt,
-                type=event.type,
-                t=event.t,
-                msg=event.msg,
-                payload=event.payload,
-                state=event.state,
-                attributes=delivery.attributes,
-            )
-            body = message.model_dump_json(exclude={"cursor"}).encode()
-            await self.bus.publish_durable(subject, body, msg_id=f"{record.id}.{event.id}")
+            if record.event_delivery is not None:
+                await self._publish_to_topic(record, record.event_delivery, event)
+            for sink in sinks:
+                await sink.publish(record, event)
             self._marks[record.id] = event.id
+
+    async def _publish_to_topic(self, record: RunRecord, delivery: EventDelivery, event: Event) -> None:
+        message = TopicEvent(
+            run_id=record.id,
+            attempt=event.attempt,
+            type=event.type,
+            t=event.t,
+            msg=event.msg,
+            payload=event.payload,
+            state=event.state,
+            attributes=delivery.attributes,
+        )
+        body = message.model_dump_json(exclude={"cursor"}).encode()
+        await self.bus.publish_durable(names.topic_subject(delivery.topic), body, msg_id=f"{record.id}.{event.id}")
 
     async def read(self, topic: str, after: int, limit: int) -> TopicEventList:
         found = await self.bus.read_subject(names.TOPICS_STREAM, names.topic_subject(topic), after, limit)

@@ -35,8 +35,11 @@ class WorkerService:
         except RecordMissing:
             return None
 
-    async def record_heartbeat(self, worker_id: str, heartbeat: HeartbeatIn) -> WorkerRecord:
-        """Register an unknown worker, refresh a known one, re-admit an offline one."""
+    async def record_heartbeat(self, worker_id: str, heartbeat: HeartbeatIn, new: bool = False) -> WorkerRecord:
+        """Register an unknown worker, refresh a known one, re-admit an offline one.
+
+        ``new``: the caller has never seen this worker, so its record is most likely missing: try to create it before
+        reading it (one round trip for a worker joining, as when a fleet starts; a record found is then refreshed)."""
         now = self.clock()
 
         def refresh(record: WorkerRecord) -> WorkerRecord:
@@ -46,18 +49,21 @@ class WorkerService:
             return record
 
         while True:
-            try:
-                return (await self.store.mutate(worker_id, refresh))[0]
-            except RecordMissing:
-                fresh = WorkerRecord(
-                    id=worker_id, status=WorkerStatus.ONLINE, resources=heartbeat.resources, tags=list(heartbeat.tags),
-                    version=heartbeat.version, registered_at=now, last_heartbeat=now,
-                )  # fmt: skip
+            if not new:
                 try:
-                    await self.store.create(worker_id, fresh)
-                    return fresh
-                except RecordExists:
-                    continue
+                    return (await self.store.mutate(worker_id, refresh))[0]
+                except RecordMissing:
+                    pass
+            new = False
+            fresh = WorkerRecord(
+                id=worker_id, status=WorkerStatus.ONLINE, resources=heartbeat.resources, tags=list(heartbeat.tags),
+                version=heartbeat.version, registered_at=now, last_heartbeat=now,
+            )  # fmt: skip
+            try:
+                await self.store.create(worker_id, fresh)
+                return fresh
+            except RecordExists:
+                continue
 
     async def _transition(self, worker_id: str, transition: Callable[[WorkerStatus], WorkerStatus]) -> WorkerRecord:
         def change(record: WorkerRecord) -> WorkerRecord | None:

@@ -23,13 +23,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound, PayloadTooLarge
 from gyoza.op._contract import attempt_env
-from gyoza.schema import Assignment, FailureReason, WorkerEventIn, WorkerEventType
+from gyoza.schema import MAX_LOG_CHUNK_CHARS, Assignment, FailureReason, LogChunkIn, WorkerEventIn, WorkerEventType
 from gyoza.worker.iocontract import AttemptDir, ExitStatus, Outcome, parse_event_line
 from gyoza.worker.runtimes.base import (
+    TRUNCATED_MARKER,
     Execution,
     ImageMissing,
     LaunchFailed,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_POLL_S = 0.1
 LOG_UPLOAD_EVERY_S = 5.0
+# New log lines go out live this often (for GET /runs/{id}/stream and ``gyoza runs logs -f``).
+LOG_SHIP_EVERY_S = 0.25
 # Retries of a report the server did not answer: first pause, longest pause, and how long to keep trying.
 REPORT_RETRY_FIRST_S = 0.5
 REPORT_RETRY_MAX_S = 5.0
@@ -68,6 +71,13 @@ class Reporter(Protocol):
     async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None: ...
 
 
+@runtime_checkable
+class LogShipper(Protocol):
+    """A reporter that also takes log lines live (the server); ``gyoza op test``'s terminal does not need to."""
+
+    async def ship_logs(self, run_id: str, chunk: LogChunkIn) -> object: ...
+
+
 class AttemptRunner:
     def __init__(self, assignment: Assignment, settings: WorkerSettings, reporter: Reporter, runtime: Runtime) -> None:
         self.assignment = assignment
@@ -87,6 +97,10 @@ class AttemptRunner:
         self._uploaded_version = -1
         self._events_offset = 0
         self._events_lock = asyncio.Lock()
+        self._shipped_lines = 0  # lines of the capture shipped live
+        self._shipped_chunks = 0
+        self._shipped_marker = False
+        self._ship_lock = asyncio.Lock()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -158,6 +172,7 @@ class AttemptRunner:
             self.left_assigned.set()
             status = await self._follow(execution)
             self.exited = True
+            await self._ship_logs()  # before the outcome: a stream that sees the end has every line by then
             await self._upload_logs(final=True)
             await self._report_outcome(self._outcome(status))
         except Refused:
@@ -178,7 +193,8 @@ class AttemptRunner:
 
     async def _follow(self, execution: Execution) -> ExitStatus:
         """Wait for the exit while forwarding events and logs; stop on cancel or timeout."""
-        helpers = [asyncio.create_task(self._forward_events()), asyncio.create_task(self._upload_logs_periodically())]
+        helpers = [asyncio.create_task(self._forward_events()), asyncio.create_task(self._upload_logs_periodically()),
+                   asyncio.create_task(self._ship_logs_periodically())]  # fmt: skip
         exited = asyncio.create_task(execution.wait())
         cancelled = asyncio.create_task(self.cancel_requested.wait())
         try:
@@ -233,6 +249,31 @@ class AttemptRunner:
         while True:
             await asyncio.sleep(LOG_UPLOAD_EVERY_S)
             await self._upload_logs(final=False)
+
+    async def _ship_logs_periodically(self) -> None:
+        while isinstance(self.reporter, LogShipper):
+            await asyncio.sleep(LOG_SHIP_EVERY_S)
+            await self._ship_logs()
+
+    async def _ship_logs(self) -> None:
+        """Ship the lines captured since the last shipment, in numbered chunks: a chunk that got no answer is sent
+        again with its number (stored once). Only what the capture keeps goes out, so the per-attempt limit holds."""
+        if not isinstance(self.reporter, LogShipper):
+            return
+        async with self._ship_lock:
+            lines, _, truncated = self.logs.since(self._shipped_lines)
+            marker = truncated and not self._shipped_marker
+            for text, count in _chunks(lines, TRUNCATED_MARKER if marker else b""):
+                chunk = LogChunkIn(attempt=self.assignment.attempt, worker_id=self.settings.name,
+                                   chunk=self._shipped_chunks + 1, text=text)  # fmt: skip
+                try:
+                    await self.reporter.ship_logs(self.assignment.run_id, chunk)
+                except GyozaError as exc:
+                    log.warning("live log lines of run %s not shipped: %s", self.assignment.run_id, exc.message)
+                    return
+                self._shipped_chunks += 1
+                self._shipped_lines += count
+            self._shipped_marker = self._shipped_marker or marker
 
     async def _upload_logs(self, final: bool) -> None:
         if self.logs.version == self._uploaded_version and not final:
@@ -341,3 +382,21 @@ class AttemptRunner:
             env=env, cpu=a.constraints.cpu, ram_mb=a.constraints.ram_mb, gpu_ids=list(a.gpu_ids),
             io_dir=self.dir.path,
         )  # fmt: skip
+
+
+def _chunks(lines: list[bytes], marker: bytes) -> list[tuple[str, int]]:
+    """(text, lines it completes) pieces of at most ``MAX_LOG_CHUNK_CHARS``; a longer line spans several pieces,
+    the last of which counts it. The truncation marker rides on the last piece."""
+    pieces: list[tuple[str, int]] = []
+    text, count = "", 0
+    for raw in lines:
+        line = raw.decode(errors="replace")
+        while len(text) + len(line) > MAX_LOG_CHUNK_CHARS:
+            room = MAX_LOG_CHUNK_CHARS - len(text)
+            pieces.append((text + line[:room], count))
+            text, count, line = "", 0, line[room:]
+        text, count = text + line, count + 1
+    text += marker.decode()
+    if text:
+        pieces.append((text, count))
+    return pieces

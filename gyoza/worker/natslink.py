@@ -1,4 +1,5 @@
-"""NATS mode's reports: events and heartbeats as NATS requests on the worker's own connection, logs over REST.
+"""NATS mode's reports: events, live log lines and heartbeats as NATS requests on the worker's own connection; the
+whole log is uploaded over REST.
 
 ``gyoza.workers.<id>.events`` is answered by any server replica, ``gyoza.workers.<id>.heartbeat`` by the scheduler
 leader; a refusal comes back as the same ``GyozaError`` as over REST (409 STALE_ATTEMPT, 400, ...), and nobody
@@ -12,7 +13,7 @@ import json
 from gyoza.bus import names
 from gyoza.bus.messaging import WorkerLink
 from gyoza.client import AsyncGyozaClient
-from gyoza.schema import HeartbeatIn, HeartbeatReply, WorkerEventIn
+from gyoza.schema import HeartbeatIn, HeartbeatReply, LogChunkIn, WorkerEventIn
 
 EVENT_REPLY_TIMEOUT_S = 10.0
 HEARTBEAT_REPLY_TIMEOUT_S = 5.0
@@ -28,6 +29,11 @@ class NatsReports:
         return await self.link.request(names.events_subject(self.worker_id), report_body(run_id, event),
                                        EVENT_REPLY_TIMEOUT_S)  # fmt: skip
 
+    async def ship_logs(self, run_id: str, chunk: LogChunkIn) -> object:
+        """Live log lines, answered by any server replica (``gyoza.services.livelogs.LogReports``)."""
+        return await self.link.request(names.log_reports_subject(self.worker_id), report_body(run_id, chunk),
+                                       EVENT_REPLY_TIMEOUT_S)  # fmt: skip
+
     async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
         await self.client.upload_logs(run_id, attempt, text, worker_id)
 
@@ -37,6 +43,7 @@ class NatsReports:
         return HeartbeatReply.model_validate_json(reply)
 
 
-def report_body(run_id: str, event: WorkerEventIn) -> bytes:
-    """A ``WorkerEventReport``: the event's own JSON with the run id put in front, without building another model."""
-    return f'{{"run_id":{json.dumps(run_id)},'.encode() + event.model_dump_json().encode()[1:]
+def report_body(run_id: str, report: WorkerEventIn | LogChunkIn) -> bytes:
+    """A ``WorkerEventReport`` (or ``LogChunkReport``): the report's own JSON with the run id put in front, without
+    building another model."""
+    return f'{{"run_id":{json.dumps(run_id)},'.encode() + report.model_dump_json().encode()[1:]

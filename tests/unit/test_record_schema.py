@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from gyoza.errors import RecordTooNew
 from gyoza.schema import (
     SCHEMA_VERSION,
+    ApiKeyRecord,
     Constraints,
     DefinitionPointer,
     HeartbeatIn,
@@ -28,7 +29,7 @@ from gyoza.schema import (
 )
 from gyoza.services.runs import _with_overrides
 
-STORED = {RunRecord, OpDefinition, DefinitionPointer, WorkerRecord, IdempotencyEntry, LeaderLease}
+STORED = {RunRecord, OpDefinition, DefinitionPointer, WorkerRecord, IdempotencyEntry, LeaderLease, ApiKeyRecord}
 
 
 def _models_in(annotation: Any) -> set[type[BaseModel]]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
+import pytest
+
 from gyoza.core import statemachine as sm
-from gyoza.core.placement import Demand
+from gyoza.core.placement import Demand, best_worker, fit
+from gyoza.scheduler import state as state_module
 from gyoza.scheduler.ledger import Held, Ledger
 from gyoza.scheduler.queue import PendingQueue, QueuedRun
 from gyoza.scheduler.state import ClusterState
@@ -91,3 +95,57 @@ def test_a_retry_waits_out_its_back_off_on_the_injected_clock() -> None:
 def test_backoff_grows_and_is_capped() -> None:
     policy = failed_run(ManualClock(), 10).retry_policy.model_copy(update={"max_backoff_seconds": 25})
     assert [sm.backoff_seconds(policy, n) for n in (1, 2, 3)] == [10, 20, 25]
+
+
+def test_the_remembered_best_worker_is_always_the_one_a_full_search_finds() -> None:
+    """Placements (mostly of one demand, as in a burst), reservations reported by the feed, releases, workers
+    joining, draining and coming back, in a seeded random order: after each step, the ledger's best worker is the
+    one ``placement.best_worker`` finds among all workers."""
+    rng = random.Random(10)
+    ledger = Ledger()
+    for step in range(3000):
+        action = rng.random()
+        if action < 0.03 or not ledger.workers:
+            ledger.upsert_worker(worker(f"w{rng.randrange(6)}", rng.choice((8, 12, 16))), alive=True)
+        elif action < 0.05:
+            ledger.set_schedulable(rng.choice(list(ledger.workers)), rng.random() < 0.5)
+        elif action < 0.5 and ledger.held:
+            ledger.release(rng.choice(list(ledger.held)))
+        elif action < 0.6:  # a reservation the feed reports (another leader's placement), not this ledger's choice
+            place = ledger.workers[rng.choice(list(ledger.workers))]
+            if fit(BIG, place) is not None:
+                ledger.reserve(Held(f"r{step}", 1, place.worker_id, BIG, [], RunState.ASSIGNED))
+        else:
+            demand = BIG if action > 0.9 else SMALL
+            target = ledger.best_worker(demand)
+            if target is not None:
+                ledger.reserve(Held(f"r{step}", 1, target[0].worker_id, demand, target[1], RunState.ASSIGNED))
+        remembered, searched = ledger.best_worker(SMALL), best_worker(SMALL, ledger.workers.values())
+        assert (remembered and remembered[0].worker_id) == (searched and searched[0].worker_id), step
+
+
+def pending_run(run_id: str, priority: int = 5) -> RunRecord:
+    now = ManualClock().utcnow()
+    record = RunRecord.model_validate(
+        {"id": run_id, "image": "busybox", "constraints": {"cpu": 1, "ram_mb": 64}, "priority": priority,
+         "created_at": now, "updated_at": now, "attempts": []}
+    )  # fmt: skip
+    sm.start_record(record, now)
+    return record
+
+
+def test_the_model_keeps_a_waiting_run_s_latest_version_until_it_leaves_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state_module, "RECORDS_KEPT", 2)
+    state = ClusterState(ManualClock())
+    state.apply(pending_run("r1"), revision=1)
+    reprioritised = pending_run("r1", priority=9)
+    state.apply(reprioritised, revision=2)
+    assert state.records["r1"] == (reprioritised.model_dump_json().encode(), 2)
+    state.apply(pending_run("r2"), revision=3)
+    state.apply(pending_run("r3"), revision=4)
+    assert set(state.records) == {"r1", "r2"}  # bounded: r3 is read from KV when its turn comes
+    assert len(state.queue) == 3
+    state.apply(sm.assign(pending_run("r1"), 1, "w1", [], ManualClock().utcnow()), revision=5)
+    assert set(state.records) == {"r2"}

@@ -10,10 +10,11 @@ import pytest
 from gyoza.bus import names
 from gyoza.bus.memory import MemoryBus, subject_matches
 from gyoza.errors import InvalidTransition, RunNotFound
-from gyoza.schema import AdHocRunIn, Assignment, RunRequested, RunState, WorkerEventIn
+from gyoza.schema import AdHocRunIn, Assignment, HeartbeatIn, RunRequested, RunState, WorkerEventIn
 from gyoza.services.clock import ManualClock
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.runs import RunService
+from gyoza.services.workers import WorkerService
 
 RUN = {"image": "busybox", "constraints": {"cpu": 1, "ram_mb": 64}}
 
@@ -99,3 +100,45 @@ async def test_events_drive_a_run_to_completion() -> None:
 )
 def test_subject_matching(pattern: str, subject: str, matches: bool) -> None:
     assert subject_matches(pattern, subject) is matches
+
+
+async def test_assign_from_a_version_the_scheduler_holds_writes_without_reading_it_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, bus, runs = services()
+    record, _ = await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
+    seen = await runs.store.get_raw(record.id)
+    scheduler = RunService(bus, DefinitionService(bus))  # another process: nothing in its memory
+
+    async def no_read(key: str) -> tuple[bytes, int]:
+        raise AssertionError(f"read {key}")
+
+    monkeypatch.setattr(bus.runs, "get", no_read)
+    assigned, _ = await scheduler.assign(record.id, 1, "w1", [], known=seen)
+    monkeypatch.undo()
+    assert assigned.state == RunState.ASSIGNED and (await runs.get(record.id)).current.worker_id == "w1"
+
+
+async def test_assign_from_an_outdated_version_applies_to_the_latest_or_is_refused() -> None:
+    _, bus, runs = services()
+    body = AdHocRunIn.model_validate(RUN)
+    (moved, _), (cancelled, _) = await runs.create_adhoc(body, None), await runs.create_adhoc(body, None)
+    seen = {run.id: await runs.store.get_raw(run.id) for run in (moved, cancelled)}
+    await runs.reprioritise(moved.id, 9)  # changed after the scheduler saw it
+    await runs.cancel(cancelled.id)
+    scheduler = RunService(bus, DefinitionService(bus))
+    assigned, _ = await scheduler.assign(moved.id, 1, "w1", [], known=seen[moved.id])
+    assert (assigned.state, assigned.priority) == (RunState.ASSIGNED, 9)  # the newer change is kept
+    with pytest.raises(InvalidTransition):
+        await scheduler.assign(cancelled.id, 1, "w1", [], known=seen[cancelled.id])
+    assert (await runs.get(cancelled.id)).state == RunState.CANCELLED
+
+
+async def test_a_worker_taken_for_new_whose_record_exists_is_refreshed_not_registered_again() -> None:
+    clock, bus, _ = services()
+    body = HeartbeatIn.model_validate({"resources": {"cpu": 4, "ram_mb": 4096}})
+    registered = await WorkerService(bus, clock=clock.utcnow).record_heartbeat("w1", body, new=True)
+    clock.advance(5)
+    # A new leader has not heard w1 yet: it tries to create the record first, finds it, and refreshes it.
+    again = await WorkerService(bus, clock=clock.utcnow).record_heartbeat("w1", body, new=True)
+    assert again.registered_at == registered.registered_at and again.last_heartbeat > registered.last_heartbeat

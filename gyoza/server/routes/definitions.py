@@ -18,6 +18,8 @@ from gyoza.schema import (
 )
 from gyoza.server.context import ctx
 from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body, refusals
+from gyoza.server.sse import CreateRunQuery, create_wait
+from gyoza.services.livestreams import until_terminal
 
 blueprint = Blueprint("definitions", __name__)
 
@@ -80,6 +82,7 @@ async def delete_definition(name: str) -> Response:
 
 
 @blueprint.post("/definitions/<name>/runs")
+@document_querystring(CreateRunQuery)
 @document_request(RunFromDefinitionIn)
 @document_response(OpRun, 201)
 @document_response(OpRun, 200)
@@ -90,8 +93,10 @@ async def create_run(name: str) -> Response:
     A run may override the definition's constraints, retry_policy, timeout_seconds, tags and env; its image,
     command, specs and event delivery are set by the definition (a 400 says so).
     """
+    wait = create_wait()
     body = await read_body(RunFromDefinitionIn)
     record, created = await ctx().runs.create_from_definition(
         checked_name(name), body, request.headers.get("Idempotency-Key")
     )
+    record = await until_terminal(ctx().runs, ctx().stream_hub, record, wait)
     return json_response(run_view(record), 201 if created else 200)

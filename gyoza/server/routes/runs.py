@@ -29,6 +29,8 @@ from gyoza.schema import (
 )
 from gyoza.server.context import ctx
 from gyoza.server.http import body_bytes, checked_run_id, json_response, list_response, query_int, read_body, refusals
+from gyoza.server.sse import CreateRunQuery, create_wait
+from gyoza.services.livestreams import until_terminal
 
 blueprint = Blueprint("runs", __name__)
 
@@ -56,14 +58,17 @@ class LogsUploadQuery(BaseModel):
 
 
 @blueprint.post("/runs")
+@document_querystring(CreateRunQuery)
 @document_request(AdHocRunIn)
 @document_response(OpRun, 201)
 @document_response(OpRun, 200)
 @refusals(400, 413, 415)
 async def create_adhoc_run() -> Response:
-    """Create an ad hoc run from an image (no definition)."""
+    """Create an ad hoc run from an image (no definition); with ``?wait=``, answer once it ended (or the wait did)."""
+    wait = create_wait()
     body = await read_body(AdHocRunIn)
     record, created = await ctx().runs.create_adhoc(body, request.headers.get("Idempotency-Key"))
+    record = await until_terminal(ctx().runs, ctx().stream_hub, record, wait)
     return json_response(run_view(record), 201 if created else 200)
 
 

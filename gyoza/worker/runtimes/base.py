@@ -122,6 +122,12 @@ class LogCapture:
             body = b"".join(self._chunks)
             return body + TRUNCATED_MARKER if self._truncated else body
 
+    def since(self, index: int) -> tuple[list[bytes], int, bool]:
+        """The lines kept after the first ``index`` (for live shipping), the count kept so far, and whether lines
+        were dropped at the limit."""
+        with self._lock:
+            return self._chunks[index:], len(self._chunks), self._truncated
+
     def stderr_tail(self) -> str:
         with self._lock:
             lines = list(self._stderr_tail)
