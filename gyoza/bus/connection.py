@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -18,6 +19,7 @@ from gyoza.bus import messaging, names
 from gyoza.bus.embedded import EmbeddedNats
 from gyoza.bus.link import connect
 from gyoza.bus.natskv import NatsBucket
+from gyoza.bus.pipeline import AckPipeline
 from gyoza.bus.port import MessageHandler, NatsState, RequestHandler, Stoppable
 from gyoza.bus.probe import JetStreamProbe
 from gyoza.bus.topology import apply_topology
@@ -34,11 +36,12 @@ class NatsBus:
     """An open NATS connection with the JetStream context and the Gyoza buckets."""
 
     def __init__(
-        self, nc: Client, js: JetStreamContext, buckets: dict[str, NatsBucket], logs: ObjectStore,
-        embedded: EmbeddedNats | None = None,
+        self, nc: Client, js: JetStreamContext, pipeline: AckPipeline, buckets: dict[str, NatsBucket],
+        logs: ObjectStore, embedded: EmbeddedNats | None = None,
     ) -> None:  # fmt: skip
         self._nc = nc
         self._js = js
+        self._pipeline = pipeline
         self.definitions = buckets[names.DEFINITIONS_BUCKET]
         self.runs = buckets[names.RUNS_BUCKET]
         self.workers = buckets[names.WORKERS_BUCKET]
@@ -59,6 +62,16 @@ class NatsBus:
         with translate_errors():
             ack = await self._js.publish(subject, payload, headers=headers, timeout=JS_TIMEOUT_S)
         return int(ack.seq)
+
+    async def publish_durable_many(self, messages: Sequence[tuple[str, bytes, str | None]]) -> list[int]:
+        acks = await self._pipeline.publish_all(
+            [(subject, payload, {"Nats-Msg-Id": msg_id} if msg_id else None) for subject, payload, msg_id in messages],
+            JS_TIMEOUT_S,
+        )
+        refused = next((ack for ack in acks if not isinstance(ack, int)), None)
+        if refused is not None:
+            raise refused
+        return [ack for ack in acks if isinstance(ack, int)]
 
     async def publish(self, subject: str, payload: bytes) -> None:
         await messaging.publish(self._nc, subject, payload)
@@ -138,9 +151,10 @@ async def open_bus(settings: Settings) -> NatsBus:
         js = nc.jetstream(timeout=JS_TIMEOUT_S)
         await apply_topology(js, settings.nats_replicas)
         with translate_errors():
-            buckets = {name: NatsBucket(await js.key_value(name)) for name in _BUCKETS}
+            pipeline = AckPipeline(nc)
+            buckets = {name: NatsBucket(await js.key_value(name), name, pipeline, JS_TIMEOUT_S) for name in _BUCKETS}
             logs = await js.object_store(names.LOGS_BUCKET)
-        return NatsBus(nc, js, buckets, logs, embedded)
+        return NatsBus(nc, js, pipeline, buckets, logs, embedded)
     except BaseException:
         if embedded is not None:
             embedded.stop()

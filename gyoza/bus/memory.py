@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,15 @@ class MemoryBucket:
         if entry is not None and entry.value is not None:
             raise RecordExists(key)
         return self._put(key, value)
+
+    async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | RecordExists]:
+        await _round_trip()
+        results: list[int | RecordExists] = []
+        for key, value in items:
+            entry = self._live(key)
+            exists = entry is not None and entry.value is not None
+            results.append(RecordExists(key) if exists else self._put(key, value))
+        return results
 
     async def update(self, key: str, value: bytes, last: int) -> int:
         await _round_trip()
@@ -244,6 +253,9 @@ class MemoryBus:
             if name == stream.name:
                 consumer.offer(message)
         return message.seq
+
+    async def publish_durable_many(self, messages: Sequence[tuple[str, bytes, str | None]]) -> list[int]:
+        return [await self.publish_durable(subject, payload, msg_id) for subject, payload, msg_id in messages]
 
     async def consume(self, stream: str, durable: str, handler: MessageHandler) -> _Subscription:
         consumer = self._consumers.get((stream, durable))

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from gyoza.bus.pipeline import AckPipeline
 from gyoza.bus.port import INITIAL_VALUES_DONE, KeyChange, RecordExists, RecordMissing
 from gyoza.bus.translate import translate_errors
 from gyoza.errors import Conflict
 
+# What JetStream answers a write whose expected last sequence is not the key's (nats-py's own test in kv.py).
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
 
 class NatsBucket:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, name: str, pipeline: AckPipeline, timeout_s: float) -> None:
         self._kv = kv
+        self._subject_prefix = f"$KV.{name}."  # the documented subject of each key (ADR-8)
+        self._pipeline = pipeline
+        self._timeout_s = timeout_s
 
     async def get(self, key: str) -> tuple[bytes, int]:
         with translate_errors():
@@ -33,6 +40,29 @@ class NatsBucket:
                 return int(await self._kv.create(key, value))
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise RecordExists(key) from None
+
+    async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | RecordExists]:
+        """Pipelined creates: a write expecting "no message yet" on each key's subject, as ``kv.create`` sends."""
+        expect_none = {"Nats-Expected-Last-Subject-Sequence": "0"}
+        acks = await self._pipeline.publish_all(
+            [(self._subject_prefix + key, value, expect_none) for key, value in items], self._timeout_s
+        )
+        results: list[int | RecordExists] = []
+        for (key, value), ack in zip(items, acks, strict=True):
+            if isinstance(ack, int):
+                results.append(ack)
+            elif ack.err_code in _WRONG_LAST_SEQUENCE:
+                results.append(await self._create_after_refusal(key, value))
+            else:
+                raise ack
+        return results
+
+    async def _create_after_refusal(self, key: str, value: bytes) -> int | RecordExists:
+        """The key has a message: a live value (exists), or a delete marker, which ``kv.create`` writes over."""
+        try:
+            return await self.create(key, value)
+        except RecordExists as exists:
+            return exists
 
     async def update(self, key: str, value: bytes, last: int) -> int:
         if last <= 0:  # nats-py reads a falsy ``last`` as "no condition"; a real revision is always >= 1

@@ -8,7 +8,7 @@ no layer above ``gyoza.bus`` knows which one it holds. Typed records live on top
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +67,11 @@ class Bucket(Protocol):
         """Write only if absent; ``RecordExists`` otherwise. Returns the revision."""
         ...
 
+    async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | RecordExists]:
+        """``create`` of every (key, value), all sent at once and awaited together: per item its revision, or the
+        ``RecordExists`` it met. ``Unavailable`` as for ``create`` (some items may have been written then)."""
+        ...
+
     async def update(self, key: str, value: bytes, last: int) -> int:
         """Write only if ``last`` is the key's latest revision; ``gyoza.errors.Conflict`` otherwise."""
         ...
@@ -111,6 +116,11 @@ class Bus(Protocol):
     async def publish_durable(self, subject: str, payload: bytes, msg_id: str | None = None) -> int:
         """Publish into the stream holding ``subject`` once it is durable; a repeated ``msg_id`` within the
         stream's duplicate window is dropped (and answers the first one's sequence). Returns the sequence."""
+        ...
+
+    async def publish_durable_many(self, messages: Sequence[tuple[str, bytes, str | None]]) -> list[int]:
+        """``publish_durable`` of every (subject, payload, msg_id), all sent at once and awaited together: their
+        sequences, in order."""
         ...
 
     async def publish(self, subject: str, payload: bytes) -> None:

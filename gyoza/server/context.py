@@ -80,7 +80,7 @@ async def build_context(settings: Settings) -> ServerContext:
         topics = TopicFeed(bus)
         failures = TaskFailures()
         scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
-        feed = RunFeed(bus, failures)
+        feed = RunFeed(bus, failures, runs.store)
         for subscriber in (listener, topics, scheduler):
             feed.subscribe(subscriber)
         follower = BucketFollower(bus, index, failures)
