@@ -18,14 +18,15 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nats.js.api import KeyValueConfig
 
-from bench.common import CpuMeter, Outcome, bare_nats, bench_definition, stack
+from bench.common import CpuMeter, Outcome, bare_nats, bench_definition, default_workers, stack
 from bench.profiling import Profiler
+from tests.processes import child_pids
 
 DEFINITION = bench_definition("bench-batch")
 BATCH_SIZE = 500
@@ -42,6 +43,8 @@ class Config:
     # Runs per level, split evenly over the lanes (at least one batch each), after one warm-up batch.
     runs_per_level: int = 24_000
     profile: bool = False
+    # Server processes: what ``gyoza server start`` runs here by default.
+    workers: int = field(default_factory=default_workers)
     # py-spy samples the server this long from the start of each level's measured window.
     profile_s: float = 2.0
 
@@ -85,8 +88,9 @@ async def phase_gyoza(cfg: Config, results_dir: Path) -> dict[str, Any]:
     payload = body(cfg.batch_size)
     headers = {"Content-Type": "application/json"}
     for lanes in cfg.lanes:
-        async with stack(http_connections=max(lanes, 4)) as s:
+        async with stack(http_connections=max(lanes, 4), workers=cfg.workers) as s:
             (await s.http.post("/definitions", json=DEFINITION)).raise_for_status()
+            server_pids = [s.server.pid, *child_pids(s.server.pid)]  # the pool's parent and its server processes
             statuses: dict[int, int] = {}
 
             async def send(counted: dict[int, int] = statuses) -> bool:
@@ -94,9 +98,9 @@ async def phase_gyoza(cfg: Config, results_dir: Path) -> dict[str, Any]:
                 counted[response.status_code] = counted.get(response.status_code, 0) + 1
                 return response.status_code == 201
 
-            meter = CpuMeter({"server": s.server.pid, "nats_server": s.nats_pid})
+            meter = CpuMeter({"server": server_pids, "nats_server": s.nats_pid})
             load = round(os.getloadavg()[0], 2)
-            profiler = Profiler(s.server.pid, results_dir / f"profile-batches-{lanes}.txt", cfg.profile_s)
+            profiler = Profiler(server_pids[-1], results_dir / f"profile-batches-{lanes}.txt", cfg.profile_s)
             meter.start()
             if cfg.profile:
                 await profiler.start()
@@ -147,7 +151,7 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
         cpu = g["cpu_percent_of_one_core"]
         fraction = g["runs_per_s"] / c["runs_per_s"] if c["runs_per_s"] else 0.0
         out.row(
-            f"batch submissions, {lanes} concurrent batches of {cfg.batch_size}",
+            f"batch submissions, {lanes} concurrent batches of {cfg.batch_size}, {cfg.workers} server processes",
             f"{g['runs_per_s']:,.0f} runs/s ({fraction:.0%} of ceiling), batch p50 {g['batch_p50_ms']} ms, max "
             f"{g['batch_max_ms']} ms; statuses {g['statuses']}; stored: {g['durable_check']}; CPU % of a core: "
             f"server {cpu['server']}, nats {cpu['nats_server']}; load {g['loadavg_1m_before']}",

@@ -31,6 +31,7 @@ from gyoza.bus.connection import open_bus
 from gyoza.bus.embedded import EmbeddedNats, nats_server_binary
 from gyoza.bus.port import Bus
 from gyoza.schema import AdHocRunIn
+from gyoza.server.serve import server_processes
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.runs import RunService
 from gyoza.settings import Settings
@@ -158,6 +159,11 @@ class CpuMeter:
             name: round(100 * (self._ticks(pids) - self._start[name]) / self._ticks_per_s / elapsed)
             for name, pids in self.pids.items()
         }
+
+
+def default_workers() -> int:
+    """What ``gyoza server start`` runs without ``--workers`` on this machine."""
+    return server_processes(Settings())
 
 
 def percentile(values: list[float], pct: float) -> float:

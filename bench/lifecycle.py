@@ -1,8 +1,9 @@
 """The lifecycle benchmark (issue 6): whole runs per second, submit -> ASSIGNED -> RUNNING -> COMPLETED.
 
-Simulated workers heartbeat over NATS (like ``gyoza worker start --mode nats``), take their assignments from
-``gyoza.workers.<id>.assignments`` and complete each run instantly: ``POST /runs/{id}/events`` STARTED, then
-COMPLETED. ``lanes`` closed loops each submit a run (``POST /runs``) and wait until their run's COMPLETED was
+Simulated workers act as ``gyoza worker start --mode nats`` does: they heartbeat over NATS, take their assignments
+from ``gyoza.workers.<id>.assignments`` and report each run's events as NATS requests on
+``gyoza.workers.<id>.events`` (STARTED, then COMPLETED at once). The server runs as many processes as it does by
+default here. ``lanes`` closed loops each submit a run (``POST /runs``) and wait until their run's COMPLETED was
 acknowledged before submitting the next, so the rate is of finished lifecycles, not of a growing backlog.
 HTTP goes through ``bench.rawhttp`` (cheap on CPU: the bench shares the machine with the server).
 
@@ -22,16 +23,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bench.common import API_KEY, RUN_BODY, CpuMeter, Outcome, bare_nats, latency_summary, service_bus, stack
+from bench.common import (
+    API_KEY,
+    RUN_BODY,
+    CpuMeter,
+    Outcome,
+    bare_nats,
+    default_workers,
+    latency_summary,
+    service_bus,
+    stack,
+)
 from bench.profiling import Profiler
 from bench.rawhttp import Pool, build_request
 from bench.sim import SimFleet
 from gyoza.bus import names
-from gyoza.schema import AdHocRunIn, WorkerEventIn
+from gyoza.bus.messaging import ERROR_HEADER
+from gyoza.schema import AdHocRunIn, WorkerEventIn, WorkerEventReport
+from tests.processes import child_pids
 
-GOALS = {"lifecycles_per_s": 500.0}
+GOALS = {"lifecycles_per_s": 1_000.0}
 HEARTBEAT_S = 2.0
 
 
@@ -52,9 +66,10 @@ class Config:
 class Lifecycles:
     """Submitters and instant-completing workers sharing one HTTP pool."""
 
-    def __init__(self, url: str, pool: Pool) -> None:
+    def __init__(self, url: str, pool: Pool, nc: Client) -> None:
         self.url = url
         self.pool = pool
+        self.nc = nc
         self.headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
         self.submit = build_request("POST", url, "/runs", self.headers, json.dumps(RUN_BODY).encode())
         self.waiting: dict[str, asyncio.Future[None]] = {}
@@ -74,12 +89,10 @@ class Lifecycles:
         task.add_done_callback(self._tasks.discard)
 
     async def event(self, run_id: str, attempt: int, worker_id: str, type_: str, payload: dict[str, Any]) -> None:
-        event = WorkerEventIn(attempt=attempt, worker_id=worker_id, type=type_, payload=payload)  # type: ignore[arg-type]
-        request = build_request("POST", self.url, f"/runs/{run_id}/events", self.headers,
-                                event.model_dump_json().encode())  # fmt: skip
-        status, data = await self.pool.send(request)
-        if status != 200:
-            raise RuntimeError(f"{type_} for {run_id}: {status} {data[:300]!r}")
+        event = WorkerEventReport(run_id=run_id, attempt=attempt, worker_id=worker_id, type=type_, payload=payload)  # type: ignore[arg-type]
+        reply = await self.nc.request(names.events_subject(worker_id), event.model_dump_json().encode(), timeout=10)
+        if reply.headers and ERROR_HEADER in reply.headers:
+            raise RuntimeError(f"{type_} for {run_id}: {reply.headers[ERROR_HEADER]} {reply.data[:300]!r}")
 
     async def complete(self, run_id: str, attempt: int, worker_id: str) -> None:
         assigned = time.perf_counter()
@@ -123,17 +136,19 @@ class Lifecycles:
 
 
 async def phase_gyoza(cfg: Config, results_dir: Path) -> dict[str, Any]:
-    async with stack() as s:
+    async with stack(workers=default_workers()) as s:
+        server_pids = [s.server.pid, *child_pids(s.server.pid)]  # the pool's parent and its server processes
         fleet = SimFleet(s.nc, cfg.workers, cpu=100_000, ram_mb=1 << 30)
         await fleet.join()
         fleet.start_beating(HEARTBEAT_S)
         pool = Pool(s.server.url, cfg.lanes * 2)
-        sim = Lifecycles(s.server.url, pool)
+        sim = Lifecycles(s.server.url, pool, s.nc)
         subscription = await s.nc.subscribe(names.assignments_subject("*"), cb=sim.on_assignment,
                                             pending_msgs_limit=1_000_000)  # fmt: skip
         load = round(os.getloadavg()[0], 2)
-        meter = CpuMeter({"server": s.server.pid, "nats_server": s.nats_pid, "bench": os.getpid()})
-        profiler = Profiler(s.server.pid, results_dir / "profile-lifecycle.txt", cfg.measure_s) if cfg.profile else None
+        meter = CpuMeter({"server": server_pids, "nats_server": s.nats_pid, "bench": os.getpid()})
+        profile_path = results_dir / "profile-lifecycle.txt"
+        profiler = Profiler(server_pids[-1], profile_path, cfg.measure_s) if cfg.profile else None
         done: list[float] = []
         started = time.perf_counter()
         window_start = started + cfg.warmup_s
@@ -204,7 +219,7 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
     verdict = out.goal("lifecycles/s", result["lifecycles_per_s"], GOALS["lifecycles_per_s"], True)
     cpu = result["cpu_percent_of_one_core"]
     out.row(
-        f"lifecycles, {cfg.lanes} lanes, {cfg.workers} simulated workers",
+        f"lifecycles, {cfg.lanes} lanes, {cfg.workers} NATS-mode workers, {default_workers()} server processes",
         f"{result['lifecycles_per_s']:,.0f}/s ({result['lifecycles_per_s'] / ceiling['lifecycles_per_s']:.0%} of the "
         f"ceiling; errors {result['errors']}); CPU % of a core: server {cpu['server']}, nats {cpu['nats_server']}, "
         f"bench {cpu['bench']}; load {result['loadavg_1m_before']}",

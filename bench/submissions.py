@@ -28,11 +28,9 @@ from typing import Any
 
 import httpx
 
-from bench.common import API_KEY, CpuMeter, Outcome, bench_definition, free_port, stack
+from bench.common import API_KEY, CpuMeter, Outcome, bench_definition, default_workers, free_port, stack
 from bench.loadgen import run_loadgen
 from bench.profiling import Profiler
-from gyoza.server.serve import server_processes
-from gyoza.settings import Settings
 from tests.processes import child_pids
 
 DEFINITION = bench_definition("bench-submit")
@@ -40,11 +38,6 @@ BODY = {"inputs": {"text": "hello from the submissions benchmark", "count": 3}, 
 PATH = f"/definitions/{DEFINITION['name']}/runs"
 
 GOALS = {"submissions_per_s": 2_000.0, "fraction_of_ceiling": 0.75}
-
-
-def default_workers() -> int:
-    """What ``gyoza server start`` runs without ``--workers`` on this machine."""
-    return server_processes(Settings())
 
 
 @dataclass

@@ -24,6 +24,9 @@ M = TypeVar("M", bound=BaseModel)
 
 # Each retry re-reads the record, so this only bounds a pathological livelock, never a normal burst.
 MAX_CAS_ATTEMPTS = 1000
+# Records this process is writing, kept until a watch of this process hands their bytes back (see ``decode``).
+# Entries live for a round trip; the bound only matters for a process that writes without watching.
+SENT_LIMIT = 8192
 
 
 class RecordStore(Generic[M]):
@@ -34,6 +37,11 @@ class RecordStore(Generic[M]):
     compare-and-set: it only lands if that revision is still the latest, so the change was computed on the latest
     record. When it is not (another writer, another server), or when the change refuses or declines on the
     remembered version, ``mutate`` reads the record and decides again, as without the memory.
+
+    ``decode`` turns a value a watch delivers into a record. For a value this process wrote itself it returns the
+    very record it wrote instead of parsing the bytes again (every process follows the runs bucket, so each write
+    came back to its writer as a full parse). The records are the same only if the bytes are, and nobody changes a
+    record once written: a change is always made on a fresh decode, inside ``mutate``.
     """
 
     def __init__(self, bucket: Bucket, model: type[M], remember: int = 0) -> None:
@@ -41,6 +49,7 @@ class RecordStore(Generic[M]):
         self.model = model
         self._remember = remember
         self._recent: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._sent: OrderedDict[str, tuple[bytes, M]] = OrderedDict()
 
     def _note(self, key: str, raw: bytes, revision: int) -> None:
         if self._remember:
@@ -48,6 +57,20 @@ class RecordStore(Generic[M]):
             self._recent.move_to_end(key)
             if len(self._recent) > self._remember:
                 self._recent.popitem(last=False)
+
+    def _sending(self, key: str, raw: bytes, record: M) -> None:
+        self._sent[key] = (raw, record)
+        self._sent.move_to_end(key)
+        if len(self._sent) > SENT_LIMIT:
+            self._sent.popitem(last=False)
+
+    def decode(self, key: str, raw: bytes) -> M:
+        """The record a watched value holds: the one this process wrote when it wrote exactly these bytes."""
+        sent = self._sent.get(key)
+        if sent is not None and sent[0] == raw:
+            del self._sent[key]
+            return sent[1]
+        return self.model.model_validate_json(raw)
 
     async def get_raw(self, key: str) -> tuple[bytes, int]:
         raw, revision = await self.bucket.get(key)
@@ -61,26 +84,42 @@ class RecordStore(Generic[M]):
     async def create(self, key: str, record: M) -> int:
         """Store a new record; ``RecordExists`` when the key holds one already."""
         raw = record.model_dump_json().encode()
-        revision = await self.bucket.create(key, raw)
+        self._sending(key, raw, record)
+        try:
+            revision = await self.bucket.create(key, raw)
+        except BaseException:
+            self._sent.pop(key, None)
+            raise
         self._note(key, raw, revision)
         return revision
 
     async def create_many(self, records: Sequence[tuple[str, M]]) -> list[int | RecordExists]:
         """``create`` of every (key, record), pipelined: per record its revision, or the ``RecordExists`` it met."""
         raws = [(key, record.model_dump_json().encode()) for key, record in records]
-        results = await self.bucket.create_many(raws)
+        for (key, raw), (_, record) in zip(raws, records, strict=True):
+            self._sending(key, raw, record)
+        try:
+            results = await self.bucket.create_many(raws)
+        except BaseException:
+            for key, _ in raws:
+                self._sent.pop(key, None)
+            raise
         for (key, raw), result in zip(raws, results, strict=True):
             if isinstance(result, int):
                 self._note(key, raw, result)
+            else:
+                self._sent.pop(key, None)
         return results
 
     async def write(self, key: str, record: M, revision: int) -> int:
         """One compare-and-set write; ``Conflict`` when the revision is no longer the latest."""
         raw = record.model_dump_json().encode()
+        self._sending(key, raw, record)
         try:
             written = await self.bucket.update(key, raw, revision)
-        except Conflict:
+        except BaseException:
             self._recent.pop(key, None)
+            self._sent.pop(key, None)
             raise
         self._note(key, raw, written)
         return written

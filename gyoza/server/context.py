@@ -102,7 +102,7 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
         keys = KeyService(bus, ring or KeyRing())
         await keys.follow(failures)
         scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
-        feed = RunFeed(bus, failures)
+        feed = RunFeed(bus, failures, runs.store)
         stream_hub = StreamHub(bus)
         for subscriber in (listener, topics, scheduler, stream_hub):
             feed.subscribe(subscriber)

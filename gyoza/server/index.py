@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ WHERE excluded.revision > runs.revision
 # itself, and nothing needs a commit to see them (this process reads through the same connection; no other process
 # reads the file, which is disposable anyway).
 RUN_WRITES_PER_COMMIT = 256
+# The API views of the runs indexed last, by revision: the reply to a request that just wrote them reuses the JSON
+# the index built instead of building it again (``run_body``). ~1 KB each.
+RECENT_BODIES = 8192
 _EQUALITY_FILTERS = ("op_definition", "image", "topic", "worker_id")
 _CREATED_FILTERS = {"created_gte": ">=", "created_gt": ">", "created_lte": "<=", "created_lt": "<"}
 
@@ -53,6 +57,7 @@ class QueryIndex:
         self.path = path
         self.db = self._recreate(path)
         self._uncommitted = 0
+        self._bodies: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     @staticmethod
     def _recreate(path: Path) -> sqlite_utils.Database:
@@ -104,11 +109,23 @@ class QueryIndex:
             return
         if not self.db.conn.in_transaction:
             self.db.conn.execute("BEGIN")
-        self.db.conn.execute(_UPSERT_RUN, _run_row(record, revision))
+        row = _run_row(record, revision)
+        self.db.conn.execute(_UPSERT_RUN, row)
+        self._bodies[record.id] = (revision, row["body"])
+        self._bodies.move_to_end(record.id)
+        if len(self._bodies) > RECENT_BODIES:
+            self._bodies.popitem(last=False)
         self._uncommitted += 1
         if self._uncommitted >= RUN_WRITES_PER_COMMIT:
             self.db.conn.commit()
             self._uncommitted = 0
+
+    def run_body(self, record: RunRecord, revision: int) -> str:
+        """This version's API view as JSON: the one the index built for it, when it was among the last indexed."""
+        held = self._bodies.get(record.id)
+        if held is not None and held[0] == revision:
+            return held[1]
+        return run_view(record).model_dump_json()
 
     def upsert_runs(self, rows: list[tuple[RunRecord, int]]) -> None:
         with self.db.conn:

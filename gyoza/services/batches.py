@@ -25,6 +25,7 @@ from gyoza.schema import (
     AdHocBatchIn,
     BatchFromDefinitionIn,
     OpDefinition,
+    RunOverrides,
     RunRecord,
     RunTemplate,
 )
@@ -36,6 +37,8 @@ _NEW, _REPEAT, _SAME = "new", "repeat", "same"
 # Writes in flight per batch: pipelined enough that a batch costs a few round trips, bounded so that many large
 # batches at once queue at the HTTP layer rather than time out inside NATS requests (a 503 for work that was fine).
 PIPELINE = 500
+# The fields by which an item may change its definition's run template.
+_OVERRIDES = frozenset(RunOverrides.model_fields)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class PlannedRun:
 @dataclass(frozen=True)
 class BatchOutcome:
     runs: list[RunRecord]
+    revisions: list[int]  # of each run as answered
     batch_id: str | None
     created: bool
 
@@ -70,14 +74,17 @@ class BatchService:
         versions = sorted({item.version for item in body.runs}, key=lambda v: v or "")
         found = await asyncio.gather(*(self.runs.definitions.get(name, version) for version in versions))
         definitions = dict(zip(versions, found, strict=True))
+        # One template per version, shared by every item that overrides nothing (and so by one prototype record).
+        templates = {version: _template(definition) for version, definition in definitions.items()}
         planned: list[PlannedRun] = []
         problems: list[dict[str, str]] = []
         for index, item in enumerate(body.runs):
             definition = definitions[item.version]
             inputs, wrong = resolve_inputs(item.inputs, definition.input_specs)
             problems += [{**p, "field": f"runs[{index}].{p['field']}"} for p in wrong]
-            stored = definition.model_dump(include=set(RunTemplate.model_fields))
-            template = _with_overrides(RunTemplate.model_validate(stored, extra="allow"), item)
+            template = templates[item.version]
+            if item.model_fields_set & _OVERRIDES:
+                template = _with_overrides(template, item)
             planned.append(PlannedRun(template, inputs, item.priority, item.idempotency_key, definition, item.labels))
         if problems:
             raise InvalidInputs(
@@ -111,16 +118,18 @@ class BatchService:
         # A repeat whose first request died before storing its run is finished under the run id its key holds.
         to_write = [i for i in range(len(planned)) if slots[i] == _NEW or (slots[i] == _REPEAT and not found[ids[i]])]
         now = self.runs.clock()
-        records = [_record(ids[i], planned[i], batch_id, now) for i in to_write]
+        prototypes: dict[int, RunRecord] = {}
+        records = [_record(ids[i], planned[i], batch_id, now, prototypes) for i in to_write]
         written: list[tuple[RunRecord, int, bool]] = []
         for start in range(0, len(records), PIPELINE):
             written += await self._write_chunk(records[start : start + PIPELINE])
         created = [(record, revision) for (record, revision, new) in written if new]
         for record, revision in created:
             self.runs.observer.run_written(record, revision)
-        by_id = {k: v for k, v in found.items() if v is not None} | {record.id: record for record, _, _ in written}
-        runs = [by_id[run_id] for run_id in ids]
-        return BatchOutcome(runs, batch_id if created else _shared_batch(runs), bool(created))
+        by_id = {k: v for k, v in found.items() if v is not None} | {r.id: (r, rev) for r, rev, _ in written}
+        runs = [by_id[run_id][0] for run_id in ids]
+        revisions = [by_id[run_id][1] for run_id in ids]
+        return BatchOutcome(runs, revisions, batch_id if created else _shared_batch(runs), bool(created))
 
     async def _claim_ids(self, planned: list[PlannedRun]) -> tuple[list[str], list[str]]:
         """Each slot's run id and where it comes from: ``_NEW`` (this request bound it), ``_REPEAT`` (a key an
@@ -142,9 +151,9 @@ class BatchService:
                 ids[index], slots[index] = ids[first_slot[key]], _SAME
         return ids, slots
 
-    async def _existing(self, run_id: str) -> RunRecord | None:
+    async def _existing(self, run_id: str) -> tuple[RunRecord, int] | None:
         try:
-            return (await self.runs.store.get(run_id))[0]
+            return await self.runs.store.get(run_id)
         except RecordMissing:
             return None
 
@@ -185,24 +194,36 @@ def _refuse_header(header: str | None) -> None:
         )
 
 
-def _record(run_id: str, item: PlannedRun, batch_id: str, now: datetime) -> RunRecord:
+def _template(definition: OpDefinition) -> RunTemplate:
+    stored = definition.model_dump(include=set(RunTemplate.model_fields))
+    return RunTemplate.model_validate(stored, extra="allow")
+
+
+def _record(run_id: str, item: PlannedRun, batch_id: str, now: datetime, prototypes: dict[int, RunRecord]) -> RunRecord:
+    """The new run's record: a shallow copy of its template's prototype (validated once per template and batch)
+    with the run's own fields. The parts they share (constraints, env, specs...) are never changed in place: a run
+    changes later only as a fresh decode from KV, inside a compare-and-set."""
+    prototype = prototypes.get(id(item.template))
+    if prototype is None:
+        prototype = prototypes[id(item.template)] = _prototype(item, now)
+    own = {
+        "id": run_id, "inputs": item.inputs, "priority": item.priority, "idempotency_key": item.idempotency_key,
+        "labels": item.labels, "batch_id": batch_id, "events": [],
+    }  # fmt: skip
+    return sm.start_record(prototype.model_copy(update=own), now)
+
+
+def _prototype(item: PlannedRun, now: datetime) -> RunRecord:
     definition = item.definition
-    record = RunRecord(
-        id=run_id,
+    return RunRecord(
+        id="prototype",
         op_definition=definition.name if definition else None,
         definition_version=definition.version if definition else None,
-        inputs=item.inputs,
-        priority=item.priority,
-        idempotency_key=item.idempotency_key,
-        labels=item.labels,
-        batch_id=batch_id,
         created_at=now,
         updated_at=now,
         attempts=[],
         **item.template.model_dump(),
     )
-    sm.start_record(record, now)
-    return record
 
 
 def _shared_batch(runs: list[RunRecord]) -> str | None:

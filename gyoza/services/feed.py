@@ -24,9 +24,15 @@ class RunListener(Protocol):
     async def on_run(self, record: RunRecord, revision: int) -> None: ...
 
 
+class RunDecoder(Protocol):
+    def decode(self, key: str, raw: bytes) -> RunRecord: ...
+
+
 class RunFeed:
-    def __init__(self, bus: Bus, failures: TaskFailures) -> None:
+    def __init__(self, bus: Bus, failures: TaskFailures, decoder: RunDecoder) -> None:
+        """``decoder``: the run store of this process, which hands back the records it wrote without a parse."""
         self.bus = bus
+        self.decoder = decoder
         self.failures = failures
         self.listeners: list[RunListener] = []
         self.ready = asyncio.Event()
@@ -61,7 +67,7 @@ class RunFeed:
             if change.value is None:
                 continue
             try:
-                record = RunRecord.model_validate_json(change.value)
+                record = self.decoder.decode(change.key, change.value)
             except RecordTooNew as exc:  # a newer server's record: left alone, and the feed goes on with the rest
                 log.error("run feed skips %s: %s", change.key, exc.message)
                 continue

@@ -79,6 +79,41 @@ async def test_revisions_and_compare_and_set(bus: Bus) -> None:
     assert await bus.workers.create(k, b"back") > second  # a deleted key can be created again
 
 
+async def test_pipelined_creates_answer_per_item(bus: Bus) -> None:
+    held, deleted, fresh = key(), key(), [key() for _ in range(300)]
+    await bus.workers.create(held, b"held")
+    await bus.workers.create(deleted, b"gone soon")
+    await bus.workers.delete(deleted)
+    items = [(held, b"again"), (deleted, b"back"), *((k, k.encode()) for k in fresh)]
+    results = await bus.workers.create_many(items)
+    assert isinstance(results[0], RecordExists)  # in its slot; the others are written all the same
+    revisions = results[1:]
+    assert all(isinstance(r, int) for r in revisions) and len(set(revisions)) == len(revisions)
+    assert await bus.workers.get(held) == (b"held", await _revision(bus, held))
+    assert (await bus.workers.get(deleted))[0] == b"back"  # a deleted key is created again, as by create
+    for k, revision in zip(fresh, revisions[1:], strict=True):
+        assert await bus.workers.get(k) == (k.encode(), revision)
+
+
+async def _revision(bus: Bus, k: str) -> int:
+    return (await bus.workers.get(k))[1]
+
+
+async def test_pipelined_durable_publishes_keep_order_and_drop_repeats(bus: Bus) -> None:
+    topic = f"contract-{uuid.uuid4().hex[:8]}"
+    subject = names.topic_subject(topic)
+    messages = [(subject, f"m{i}".encode(), f"{topic}.{i}") for i in range(200)]
+    sequences = await bus.publish_durable_many([*messages, (subject, b"repeat", f"{topic}.0")])
+    assert sequences[:-1] == sorted(sequences[:-1]) and sequences[-1] == sequences[0]
+    stored = await bus.read_subject(names.TOPICS_STREAM, subject, 0, 500)
+    assert stored == [(seq, payload) for seq, (_, payload, _) in zip(sequences, messages, strict=False)]
+
+
+async def test_a_pipelined_publish_no_stream_takes_is_unavailable(bus: Bus) -> None:
+    with pytest.raises(Unavailable):
+        await bus.publish_durable_many([("gyoza.nowhere.near", b"x", None)])
+
+
 async def test_no_update_is_lost_under_concurrent_mutates(bus: Bus) -> None:
     """Two stores stand for two servers (each remembering its last write); 40 concurrent increments all land."""
     k = key()

@@ -61,7 +61,7 @@ async def node(bus: MemoryBus, clock: ManualClock, name: str, start: bool = True
     topics = TopicFeed(bus)
     settings = Settings(nats_url="memory://", worker_timeout=WORKER_TIMEOUT_S, lease_ttl=LEASE_TTL_S)
     scheduler = Scheduler(bus, runs, workers, settings, name, failures, clock, outbox=topics)
-    feed = RunFeed(bus, failures)
+    feed = RunFeed(bus, failures, runs.store)
     feed.subscribe(topics)
     feed.subscribe(scheduler)
     await feed.start()

@@ -9,7 +9,6 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response
 
-from gyoza.core.views import run_view
 from gyoza.errors import InvalidJson, InvalidRequest, NotFound
 from gyoza.schema import (
     BATCH_ID_PATTERN,
@@ -22,7 +21,7 @@ from gyoza.schema import (
     RunState,
 )
 from gyoza.server.context import ctx
-from gyoza.server.http import checked_name, json_response, read_body, refusals
+from gyoza.server.http import checked_name, json_response, list_response, read_body, refusals
 from gyoza.services.batches import BatchOutcome, BatchService
 
 blueprint = Blueprint("batches", __name__)
@@ -44,8 +43,12 @@ async def _batch_body(model: type[M]) -> M:
 
 
 def _answer(outcome: BatchOutcome) -> Response:
-    body = RunBatch(batch_id=outcome.batch_id, data=[run_view(record) for record in outcome.runs])
-    return json_response(body, 201 if outcome.created else 200)
+    """A ``RunBatch``, put together from the views the index has just built for these runs."""
+    index = ctx().index
+    views = [index.run_body(record, revision) for record, revision in zip(outcome.runs, outcome.revisions, strict=True)]
+    response = list_response(views, object="batch_runs", batch_id=outcome.batch_id)
+    response.status_code = 201 if outcome.created else 200
+    return response
 
 
 @blueprint.post("/definitions/<name>/runs/batch")
