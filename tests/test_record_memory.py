@@ -9,10 +9,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from pydantic import BaseModel
 
 from gyoza.bus.natskv import NatsBucket
+from gyoza.bus.pipeline import AckPipeline
 from gyoza.bus.records import RecordStore
 from gyoza.errors import Conflict
 
@@ -26,24 +27,25 @@ def bump(record: Counter) -> Counter:
     return record
 
 
-async def two_stores(js: JetStreamContext) -> tuple[RecordStore[Counter], RecordStore[Counter], str]:
-    kv = NatsBucket(await js.create_key_value(bucket=f"memory_{uuid.uuid4().hex[:8]}", history=1))
+async def two_stores(nc: Client) -> tuple[RecordStore[Counter], RecordStore[Counter], str]:
+    name = f"memory_{uuid.uuid4().hex[:8]}"
+    kv = NatsBucket(await nc.jetstream().create_key_value(bucket=name, history=1), name, AckPipeline(nc), 5.0)
     key = "k"
     first = RecordStore(kv, Counter, remember=16)
     await first.create(key, Counter())
     return first, RecordStore(kv, Counter, remember=16), key
 
 
-async def test_a_stale_memory_loses_no_update(js: JetStreamContext) -> None:
-    first, second, key = await two_stores(js)
+async def test_a_stale_memory_loses_no_update(nc: Client) -> None:
+    first, second, key = await two_stores(nc)
     await second.mutate(key, bump)  # the first store's memory (count 0) is now stale
     record, revision, changed = await first.mutate(key, bump)
     assert (record.count, changed) == (2, True)
     assert (await second.get(key)) == (Counter(count=2), revision)
 
 
-async def test_a_change_declined_on_a_stale_memory_is_decided_on_the_latest(js: JetStreamContext) -> None:
-    first, second, key = await two_stores(js)
+async def test_a_change_declined_on_a_stale_memory_is_decided_on_the_latest(nc: Client) -> None:
+    first, second, key = await two_stores(nc)
     await second.mutate(key, lambda r: Counter(count=5))
 
     def set_once(record: Counter) -> Counter | None:
@@ -53,8 +55,8 @@ async def test_a_change_declined_on_a_stale_memory_is_decided_on_the_latest(js: 
     assert (record.count, changed) == (5, False)
 
 
-async def test_a_change_refused_on_a_stale_memory_is_decided_on_the_latest(js: JetStreamContext) -> None:
-    first, second, key = await two_stores(js)
+async def test_a_change_refused_on_a_stale_memory_is_decided_on_the_latest(nc: Client) -> None:
+    first, second, key = await two_stores(nc)
     await second.mutate(key, lambda r: Counter(count=5))
 
     def only_after_five(record: Counter) -> Counter:
@@ -66,8 +68,8 @@ async def test_a_change_refused_on_a_stale_memory_is_decided_on_the_latest(js: J
     assert (record.count, changed) == (6, True)
 
 
-async def test_a_refusal_on_the_latest_record_still_reaches_the_caller(js: JetStreamContext) -> None:
-    first, _, key = await two_stores(js)
+async def test_a_refusal_on_the_latest_record_still_reaches_the_caller(nc: Client) -> None:
+    first, _, key = await two_stores(nc)
 
     def refuse(record: Counter) -> Counter:
         raise Conflict("never")
