@@ -38,8 +38,7 @@ from bench.common import (
     start_server,
 )
 from gyoza.bus import names
-from gyoza.bus.natskv import NatsBucket
-from gyoza.bus.port import INITIAL_VALUES_DONE
+from gyoza.bus.port import INITIAL_VALUES_DONE, Bucket
 from gyoza.core import statemachine as sm
 from gyoza.schema import AdHocRunIn, RunRecord, WorkerEventIn
 from gyoza.services.clock import utcnow
@@ -111,11 +110,11 @@ async def seed(kv: KeyValue, runs: Any, cfg: Config) -> dict[str, Any]:
     }
 
 
-async def raw_replay_s(kv: KeyValue) -> tuple[float, int]:
+async def raw_replay_s(bucket: Bucket) -> tuple[float, int]:
     """A KV watch of every key, values untouched: NATS delivery alone."""
     started = time.perf_counter()
     count = 0
-    async for change in NatsBucket(kv).watch():
+    async for change in bucket.watch():
         if change is INITIAL_VALUES_DONE:
             break
         count += 1
@@ -166,9 +165,9 @@ async def run(quick: bool = False, profile: bool = False, results_dir: Path = Pa
         empty_server.stop()
 
         kv = await js.key_value(names.RUNS_BUCKET)
-        async with service_bus(url, work_dir) as (_, runs):
+        async with service_bus(url, work_dir) as (bus, runs):
             seeded = await seed(kv, runs, cfg)
-            raw_s, raw_count = await raw_replay_s(kv)
+            raw_s, raw_count = await raw_replay_s(bus.runs)
             ids = [k for k in await kv.keys()]
         stored = (await js.stream_info(f"KV_{names.RUNS_BUCKET}")).state.messages
 
