@@ -3,7 +3,7 @@
 The parent (``serve``) holds the data dir and the port. Here it starts the embedded nats-server (when configured),
 applies the topology once, then starts N children. Each child binds its own SO_REUSEPORT socket on the port, so the
 kernel spreads connections over them, and runs the whole app on that NATS: every endpoint, and the scheduler's lease
-makes exactly one of them the leader. Children die with the parent (a parent-death signal, even on ``kill -9``);
+makes exactly one of them the leader. Children die with the parent (a parent-death SIGKILL, even on ``kill -9``);
 on SIGTERM/SIGINT the parent stops them (each drains its requests), then NATS. A child that dies stops the pool, and
 the parent's exit says which one: a supervisor restarts the whole server rather than run it short of a process.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -90,10 +91,12 @@ async def _until_stop_or_exit(stop: asyncio.Event, event: asyncio.Event, exits: 
 async def _spawn(settings: Settings, ready_fd: int, nats_mode: str) -> Process:
     # The settings (the API key among them) go through a pipe, not the command line anyone can read in ``ps``. Its
     # own session: a Ctrl-C in the terminal reaches only the parent, which stops the children in order (under
-    # ``gyoza up``, after its worker drained).
+    # ``gyoza up``, after its worker drained). Should the parent die without stopping them (kill -9), they are killed
+    # at once: a graceful stop would wait on NATS calls to an embedded nats-server that is going down with the parent,
+    # and what they acknowledged is in JetStream already.
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gyoza.server.pool", str(ready_fd), nats_mode, stdin=asyncio.subprocess.PIPE,
-        pass_fds=(ready_fd,), preexec_fn=die_with_parent, start_new_session=True,
+        pass_fds=(ready_fd,), preexec_fn=functools.partial(die_with_parent, signal.SIGKILL), start_new_session=True,
     )  # fmt: skip
     assert child.stdin is not None
     child.stdin.write(settings.model_dump_json().encode())
