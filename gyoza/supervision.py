@@ -9,6 +9,7 @@ One-shot tasks go through ``Background``, which logs and counts the failure of a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -76,6 +77,29 @@ async def supervised(
         else:
             log.debug("background task %s failed again (%d in a row): %r", name, streak, problem)
         await asyncio.sleep(delay)
+
+
+async def start_supervised(
+    name: str, loop: Callable[[], Awaitable[None]], failures: TaskFailures, ready: asyncio.Event
+) -> asyncio.Task[None]:
+    """Run ``loop`` supervised (as ``supervised`` with ``started=ready``) and return once it set ``ready``, e.g. a
+    watch whose first replay is in; should it fail before that, its error is raised here."""
+    task = asyncio.create_task(supervised(name, loop, failures, started=ready), name=name)
+    waiting = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiting.cancel()
+        task.result()
+    return task
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (None: nothing to stop) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Background:

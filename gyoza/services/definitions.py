@@ -16,7 +16,6 @@ and whenever it failed, every read goes to KV.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from gyoza.errors import DefinitionNotFound, GyozaError, InvalidRequest, Version
 from gyoza.schema import DefinitionPointer, DefinitionVersionRef, OpDefinition, OpDefinitionIn
 from gyoza.services.clock import utcnow
 from gyoza.services.observer import NoObserver, WriteObserver
-from gyoza.supervision import TaskFailures, supervised
+from gyoza.supervision import TaskFailures, stop_task, supervised
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +66,8 @@ class DefinitionService:
                                          name="definitions-cache")  # fmt: skip
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         try:

@@ -8,14 +8,13 @@ alone (SPEC §3, invariant 5). A listener that fails on one version is logged an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
 from gyoza.bus.port import INITIAL_VALUES_DONE, Bus
 from gyoza.errors import RecordTooNew
 from gyoza.schema import RunRecord
-from gyoza.supervision import TaskFailures, supervised
+from gyoza.supervision import TaskFailures, start_supervised, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +43,10 @@ class RunFeed:
     async def start(self) -> None:
         """Follow the bucket until the replay is in. A watch that fails later is restarted (supervised): it replays
         the latest version of every run again, which every listener skips or applies idempotently."""
-        self._task = asyncio.create_task(
-            supervised("run-feed", self._follow, self.failures, started=self.ready), name="run-feed"
-        )
-        ready = asyncio.create_task(self.ready.wait())
-        done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            ready.cancel()
-            self._task.result()  # the watch failed before the replay finished: raise its error
+        self._task = await start_supervised("run-feed", self._follow, self.failures, self.ready)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _follow(self) -> None:
         async for change in self.bus.runs.watch():

@@ -27,7 +27,7 @@ from gyoza.core.roles import Principal
 from gyoza.errors import GyozaError, KeyNotFound
 from gyoza.schema import KEY_ID_PATTERN, ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyRecord, ApiKeyView
 from gyoza.services.clock import SYSTEM_CLOCK, Clock
-from gyoza.supervision import TaskFailures, supervised
+from gyoza.supervision import TaskFailures, start_supervised, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -136,21 +136,11 @@ class KeyService:
 
     async def follow(self, failures: TaskFailures) -> None:
         """Start the watch and return once the ring holds every key (its first replay failing fails the start)."""
-        self._task = asyncio.create_task(
-            supervised("keys-cache", self._watch, failures, started=self.ready), name="keys-cache"
-        )
-        ready = asyncio.create_task(self.ready.wait())
-        done, _ = await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            ready.cancel()
-            self._task.result()
+        self._task = await start_supervised("keys-cache", self._watch, failures, self.ready)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         try:

@@ -14,7 +14,6 @@ record is only read (for the URL and the secret), never written: a failing webho
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,7 +35,7 @@ from gyoza.services.clock import SYSTEM_CLOCK, Clock
 from gyoza.services.runs import RunService
 from gyoza.services.webhooks import DELIVERER, QUEUE_STREAM, WebhookQueue
 from gyoza.settings import Settings
-from gyoza.supervision import TaskFailures, supervised
+from gyoza.supervision import TaskFailures, stop_task, supervised
 
 MAX_BACKOFF_S = 300.0
 # The bus redelivers a nak'ed message about this much later; a retry due sooner than that waits here instead.
@@ -76,10 +75,7 @@ class WebhookDeliverer:
         self._task = asyncio.create_task(supervised(TASK, self._consume, self.failures), name=TASK)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self._http.aclose()
 
     async def _consume(self) -> None:
