@@ -4,6 +4,8 @@ ships, and the docker-compose cluster (whose NATS command lines are run here for
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -113,6 +115,46 @@ def test_the_wheel_ships_the_topology_and_nats_conf(wheel: zipfile.ZipFile) -> N
     topology = [*broker_files(), *consumer_files()]
     expected = {f"gyoza/_broker/{p.relative_to(BROKER).as_posix()}" for p in topology}
     assert expected <= shipped
+
+
+def compose_command() -> list[str] | None:
+    """Docker Compose v2 (the ``docker compose`` plugin) when present, else v1's ``docker-compose`` (Debian 12 ships
+    only v1), else None."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_compose_file_validates_with_docker_compose() -> None:
+    """``docker compose config`` parses the file as Compose itself does (schema, interpolation, references)."""
+    command = compose_command()
+    if command is None:
+        if os.environ.get("GYOZA_REQUIRE_DOCKER") == "1":
+            pytest.fail("neither `docker compose` nor `docker-compose` is installed", pytrace=False)
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    # The file refuses to interpolate without a key (`${GYOZA_API_KEY:?...}`): an operator must set one.
+    env = {k: v for k, v in os.environ.items() if k != "GYOZA_API_KEY"}
+    refused = subprocess.run(
+        [*command, "-f", "docker-compose.yml", "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "GYOZA_API_KEY" in refused.stderr + refused.stdout
+    checked = subprocess.run(
+        [*command, "-f", "docker-compose.yml", "config", "-q"],
+        cwd=ROOT,
+        env={**env, "GYOZA_API_KEY": "compose-check"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_compose_has_three_nats_nodes_two_servers_and_a_worker() -> None:
