@@ -29,7 +29,9 @@ def bump(record: Counter) -> Counter:
 
 async def two_stores(nc: Client) -> tuple[RecordStore[Counter], RecordStore[Counter], str]:
     name = f"memory_{uuid.uuid4().hex[:8]}"
-    kv = NatsBucket(await nc.jetstream().create_key_value(bucket=name, history=1), name, AckPipeline(nc), 5.0)
+    kv = NatsBucket(
+        await nc.jetstream().create_key_value(bucket=name, history=1), nc.jetstream(), name, AckPipeline(nc), 5.0
+    )
     key = "k"
     first = RecordStore(kv, Counter, remember=16)
     await first.create(key, Counter())

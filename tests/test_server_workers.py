@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gyoza.server.indexfile import IndexFile
 from tests.processes import API_KEY, GyozaServer, child_pids, free_port, pid_alive
 from tests.simworker import FAST_SETTINGS, SimWorker, unique_tag
 from tests.waiting import until
@@ -143,7 +144,16 @@ async def test_a_stop_signal_stops_every_process_and_nats(tmp_path: Path, sig: s
     server.process.send_signal(sig)
     assert server.process.wait(30) == 0
     assert not [pid for pid in pids if pid_alive(pid)]
-    assert not list((tmp_path / "gyoza" / "index").glob("*.sqlite")), "each process removes its index"
+    assert_index_files_kept_and_free(tmp_path / "gyoza" / "index")
+
+
+def assert_index_files_kept_and_free(directory: Path) -> None:
+    """One index file per process, kept for the next start, and no lock left on them."""
+    assert {p.name for p in directory.glob("*.sqlite")} == {"runs-0.sqlite", "runs-1.sqlite"}
+    claims = [IndexFile.claim(directory), IndexFile.claim(directory)]
+    assert [c.path.name for c in claims] == ["runs-0.sqlite", "runs-1.sqlite"], "a lock outlived its process"
+    for claim in claims:
+        claim.release()
 
 
 async def test_kill_9_of_the_parent_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -156,16 +166,14 @@ async def test_kill_9_of_the_parent_leaves_nothing_behind(tmp_path: Path) -> Non
         for pid in pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    # The data dir is free again: a new pool starts on it, with every index file of the old one gone.
+    # The data dir is free again: a new pool starts on it, and its processes take over the old ones' index files.
     restarted = start_pool(tmp_path / "gyoza", server.port)
     try:
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=restarted.url, limits=limits) as http:
             await health_by_pid(http)  # both processes serve, so both hold their index
         indexes = list((tmp_path / "gyoza" / "index").glob("*.sqlite"))
-        assert {p.name for p in indexes} == {
-            f"server-{restarted.port}-{pid}.sqlite" for pid in python_children(restarted)
-        }
+        assert {p.name for p in indexes} == {"runs-0.sqlite", "runs-1.sqlite"}
     finally:
         restarted.stop()
 

@@ -157,7 +157,9 @@ async def open_bus(settings: Settings) -> NatsBus:
         await topology.apply(js)
         with translate_errors():
             pipeline = AckPipeline(nc)
-            buckets = {name: NatsBucket(await js.key_value(name), name, pipeline, JS_TIMEOUT_S) for name in _BUCKETS}
+            buckets = {
+                name: NatsBucket(await js.key_value(name), js, name, pipeline, JS_TIMEOUT_S) for name in _BUCKETS
+            }
             logs = await js.object_store(names.LOGS_BUCKET)
         return NatsBus(nc, js, pipeline, buckets, logs, topology, embedded)
     except BaseException:

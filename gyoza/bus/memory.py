@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,7 @@ class MemoryBucket:
         self._entries: dict[str, _Entry] = {}
         self._sequence = 0
         self._watchers: set[asyncio.Queue[KeyChange]] = set()
+        self._origin = uuid.uuid4().hex
 
     def _live(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
@@ -126,12 +128,20 @@ class MemoryBucket:
         await _round_trip()
         return self._sequence
 
-    async def watch(self) -> AsyncIterator[KeyChange | None]:
+    async def origin(self) -> str:
+        await _round_trip()
+        return self._origin
+
+    async def watch(self, after: int = 0) -> AsyncIterator[KeyChange | None]:
         queue: asyncio.Queue[KeyChange] = asyncio.Queue()
         self._watchers.add(queue)
         try:
             replay = [(key, self._live(key)) for key in list(self._entries)]
-            for key, entry in sorted(((k, e) for k, e in replay if e is not None), key=lambda item: item[1].revision):
+            # From the start, deleted keys are left out; after a revision, they are news.
+            kept = [
+                (k, e) for k, e in replay if e is not None and e.revision > after and (after or e.value is not None)
+            ]
+            for key, entry in sorted(kept, key=lambda item: item[1].revision):
                 yield KeyChange(key, entry.value, entry.revision)
             yield INITIAL_VALUES_DONE
             while True:

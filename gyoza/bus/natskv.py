@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from gyoza.bus.pipeline import AckPipeline
@@ -18,8 +22,10 @@ _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class NatsBucket:
-    def __init__(self, kv: KeyValue, name: str, pipeline: AckPipeline, timeout_s: float) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, name: str, pipeline: AckPipeline, timeout_s: float) -> None:
         self._kv = kv
+        self._js = js
+        self._stream = f"KV_{name}"
         self._subject_prefix = f"$KV.{name}."  # the documented subject of each key (ADR-8)
         self._pipeline = pipeline
         self._timeout_s = timeout_s
@@ -82,7 +88,21 @@ class NatsBucket:
             status = await self._kv.status()
         return int(status.stream_info.state.last_seq or 0)
 
-    async def watch(self) -> AsyncIterator[KeyChange | None]:
+    async def origin(self) -> str:
+        with translate_errors():
+            status = await self._kv.status()
+        created = status.stream_info.created
+        return created.isoformat() if created is not None else ""
+
+    async def watch(self, after: int = 0) -> AsyncIterator[KeyChange | None]:
+        if after <= 0:
+            async for change in self._watch_all():
+                yield change
+            return
+        async for change in self._watch_after(after):
+            yield change
+
+    async def _watch_all(self) -> AsyncIterator[KeyChange | None]:
         with translate_errors():
             watcher = await self._kv.watchall()
         try:
@@ -95,3 +115,42 @@ class NatsBucket:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _watch_after(self, after: int) -> AsyncIterator[KeyChange | None]:
+        """Every message of the bucket's stream from revision ``after`` + 1 on: with one message per key kept, that
+        is each key's latest write since then, delete markers included. nats-py's ``KeyValue.watch`` starts only at
+        the first or last messages, so this is its ordered consumer with a start sequence."""
+        changes: asyncio.Queue[KeyChange | None] = asyncio.Queue()
+        replaying = True
+
+        async def on_message(msg: Msg) -> None:
+            nonlocal replaying
+            changes.put_nowait(_key_change(self._subject_prefix, msg))
+            if replaying and msg.metadata.num_pending == 0:
+                replaying = False
+                changes.put_nowait(INITIAL_VALUES_DONE)
+
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
+        with translate_errors():
+            subscription = await self._js.subscribe(
+                self._subject_prefix + ">", stream=self._stream, cb=on_message, ordered_consumer=True, config=config
+            )
+        try:
+            with translate_errors():
+                pending = (await subscription.consumer_info()).num_pending
+            if pending == 0 and subscription.delivered == 0 and replaying:
+                replaying = False
+                changes.put_nowait(INITIAL_VALUES_DONE)
+            while True:
+                yield await changes.get()
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+
+def _key_change(prefix: str, msg: Msg) -> KeyChange:
+    """A stream message of a KV bucket as a change: a client's delete/purge (``KV-Operation``) or a server's
+    marker (``Nats-Marker-Reason``, nats-server 2.11+) is a deletion."""
+    headers = msg.headers or {}
+    deleted = headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
+    return KeyChange(msg.subject[len(prefix) :], None if deleted else msg.data, int(msg.metadata.sequence.stream))

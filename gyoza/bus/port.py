@@ -80,8 +80,16 @@ class Bucket(Protocol):
         """Remove the key (absent is fine)."""
         ...
 
-    def watch(self) -> AsyncIterator[KeyChange | None]:
-        """Every key's latest value, then ``INITIAL_VALUES_DONE``, then each change as it happens."""
+    def watch(self, after: int = 0) -> AsyncIterator[KeyChange | None]:
+        """Every key's latest value, then ``INITIAL_VALUES_DONE``, then each change as it happens.
+
+        With ``after`` > 0, the replay holds only the keys whose latest write has a revision past ``after``, deleted
+        keys included (value None): what a reader that had applied every revision up to ``after`` is missing."""
+        ...
+
+    async def origin(self) -> str:
+        """An id of this bucket's incarnation: it changes when the bucket is deleted and created again, so that a
+        reader holding revisions of the old one knows they mean nothing in the new one."""
         ...
 
     async def last_revision(self) -> int:

@@ -75,6 +75,14 @@ class Lease:
         """When the record found on taking the lease was written (its holder's last renewal)."""
         return None if self.observed is None else self.observed.expires_at - self.ttl
 
+    async def outbox_through(self) -> int:
+        """The topic outbox cursor the lease record carries (0 when no leader ever wrote one)."""
+        try:
+            current, _ = await self.store.get(LEASE_KEY)
+        except RecordMissing:
+            return 0
+        return current.outbox_through
+
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it, it expired, or it is still ours (a restart of our own renewals)."""
         started = self.clock.monotonic()

@@ -7,7 +7,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from quart import current_app
 
@@ -15,6 +14,7 @@ from gyoza.bus.connection import open_bus
 from gyoza.bus.port import Bus
 from gyoza.scheduler.leader import Scheduler
 from gyoza.server.index import QueryIndex
+from gyoza.server.indexfile import BucketState, IndexFile
 from gyoza.server.watch import BucketFollower, IndexedRuns
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.feed import RunFeed
@@ -76,9 +76,10 @@ class ServerContext:
         self.index.close()
 
 
-def index_path(settings: Settings, pid: int) -> Path:
-    """Each server process's own index file: the processes of a ``--workers`` pool share the port."""
-    return settings.data_dir / "index" / f"server-{settings.port}-{pid}.sqlite"
+async def open_index(settings: Settings, bus: Bus) -> QueryIndex:
+    """This process's query index: a kept one when it matches the runs bucket as it is now."""
+    bucket = BucketState(await bus.runs.origin(), await bus.runs.last_revision())
+    return QueryIndex(IndexFile.claim(settings.data_dir / "index"), bucket)
 
 
 def node_id(settings: Settings) -> str:
@@ -91,7 +92,7 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
     ``ring``: the cache of scoped API keys the app's auth reads, filled here before the first request is served."""
     bus = await open_bus(settings)
     try:
-        index = QueryIndex(index_path(settings, os.getpid()))
+        index = await open_index(settings, bus)
         listener = IndexedRuns(index, bus.runs)
         definitions = DefinitionService(bus, observer=listener)
         runs = RunService(bus, definitions, observer=listener)
@@ -102,14 +103,16 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
         keys = KeyService(bus, ring or KeyRing())
         await keys.follow(failures)
         scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
-        feed = RunFeed(bus, failures, runs.store)
+        feed = RunFeed(bus, failures, runs.store, keeper=listener)
         stream_hub = StreamHub(bus)
         for subscriber in (listener, topics, scheduler, stream_hub):
             feed.subscribe(subscriber)
         follower = BucketFollower(bus, index, failures)
         await follower.start()
         await definitions.follow(failures)  # the pointer cache: a run creation reads no KV for its definition
-        await feed.start()
+        # From the older of where the index got to and where the topic outbox got to: the outbox (if this process
+        # comes to lead it) must see every version past its cursor. Unfinished runs come from the index first.
+        await feed.start(after=min(index.applied, await scheduler.lease.outbox_through()), seed=index.live_records())
         await scheduler.start()
         reports = WorkerReports(bus, runs)  # NATS-mode workers' events, on every replica
         await reports.start()

@@ -1,17 +1,18 @@
 """The local, disposable query index (SQLite via sqlite-utils) behind GET /runs and GET /definitions.
 
 KV is the truth; this is a projection fed by watching the buckets (``server/watch.py``) and by this server's own
-writes (read-your-writes). It is recreated empty at every start and refilled from the watch's initial values, so
-deleting it loses nothing. Each run row keeps the KV revision it came from and is only replaced by a newer one, so a
-late watch delivery never rolls back a fresher local write. Rows hold the API's JSON, so listing needs no parsing.
+writes (read-your-writes). It is kept between starts (``server/indexfile.py`` says when a kept file is trusted) with
+the revision through which the run feed was applied, committed with the rows, so a restart replays only what changed
+since; deleting it loses nothing (the next start rebuilds it). Each run row keeps the KV revision it came from and is
+only replaced by a newer one, so a late watch delivery never rolls back a fresher local write. Rows hold the API's
+JSON, so listing needs no parsing, and unfinished runs also keep their KV record (``record``), from which a restart
+seeds the scheduler's model without reading them from KV again.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -19,6 +20,7 @@ import sqlite_utils
 from gyoza.core.views import Reservation, run_view
 from gyoza.errors import InvalidRequest
 from gyoza.schema import (
+    TERMINAL_STATES,
     DefinitionPointer,
     OpDefinition,
     ReasonCode,
@@ -29,21 +31,23 @@ from gyoza.schema import (
     WorkerRecord,
     known_fields,
 )
+from gyoza.server import indexfile
+from gyoza.server.indexfile import BucketState, IndexFile
 
 _UPSERT_RUN = """
 INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
-                  gpu_ids, revision, body, batch_id, labels, priority)
+                  gpu_ids, revision, body, batch_id, labels, priority, record)
 VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :attempt, :cpu, :ram_mb, :vram_mb,
-        :gpu_ids, :revision, :body, :batch_id, :labels, :priority)
+        :gpu_ids, :revision, :body, :batch_id, :labels, :priority, NULL)
 ON CONFLICT(id) DO UPDATE SET
   state = excluded.state, worker_id = excluded.worker_id, attempt = excluded.attempt, gpu_ids = excluded.gpu_ids,
-  revision = excluded.revision, body = excluded.body, priority = excluded.priority
+  revision = excluded.revision, body = excluded.body, priority = excluded.priority, record = NULL
 WHERE excluded.revision > runs.revision
 """
 
 # Run upserts are grouped into transactions of this many statements: one commit each costs more than the upsert
 # itself, and nothing needs a commit to see them (this process reads through the same connection; no other process
-# reads the file, which is disposable anyway).
+# reads the file). What a crash loses of them is replayed at the next start: the applied revision commits with them.
 RUN_WRITES_PER_COMMIT = 256
 # The API views of the runs indexed last, by revision: the reply to a request that just wrote them reuses the JSON
 # the index built instead of building it again (``run_body``). ~1 KB each.
@@ -53,49 +57,62 @@ _CREATED_FILTERS = {"created_gte": ">=", "created_gt": ">", "created_lte": "<=",
 
 
 class QueryIndex:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = self._recreate(path)
+    def __init__(self, file: IndexFile, bucket: BucketState) -> None:
+        """Open the claimed ``file``: kept as it is when it matches ``bucket`` (``applied`` says how far it got),
+        else rebuilt empty (``applied`` 0)."""
+        self.file = file
+        self.path = file.path
+        self.db = self._open(file, bucket)
         self._uncommitted = 0
         self._bodies: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
-    @staticmethod
-    def _recreate(path: Path) -> sqlite_utils.Database:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_index_files(path)
-        db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=OFF")  # disposable: rebuilt from KV at every start
-        runs = db.table("runs")
-        runs.create(
-            {
-                "id": str, "created_at": float, "state": str, "op_definition": str, "image": str, "topic": str,
-                "worker_id": str, "attempt": int, "cpu": float, "ram_mb": int, "vram_mb": int, "gpu_ids": str,
-                "revision": int, "body": str,
-            },
-            pk="id",
-        )  # fmt: skip
-        runs.create_index(["created_at", "id"])
-        for column in ("state", "op_definition", "worker_id", "topic", "image"):
-            runs.create_index([column, "created_at", "id"])
-        runs.create_index(["worker_id", "state"], index_name="idx_runs_worker_state")
-        _add_batch_columns(runs)
-        # The queue in the scheduler's order (GET /queue): read off this index, however many runs wait.
-        runs.add_column("priority", int)
-        db.execute("CREATE INDEX idx_runs_queue ON runs (state, priority DESC, created_at, id)")
-        db.table("definitions").create(
-            {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
-        )
-        db.table("latest").create({"name": str, "version": str}, pk="name")
-        db.table("workers").create({"id": str, "body": str}, pk="id")
+    def _open(self, file: IndexFile, bucket: BucketState) -> sqlite_utils.Database:
+        if file.path.exists():
+            kept = indexfile.open_kept(file.path, bucket)
+            if kept is not None:
+                db, self.applied = kept
+                # Definitions and workers are few: their own watches replay them at every start.
+                for table in ("definitions", "latest", "workers"):
+                    db.execute(f"DELETE FROM {table}")
+                return db
+            file.remove()
+        self.applied = 0
+        db = indexfile.connect(file.path)
+        with db.conn:
+            db.execute("BEGIN")
+            _create_tables(db)
+            indexfile.write_meta(db, bucket)
         return db
 
     def close(self) -> None:
-        """Close and delete the file: the next start rebuilds it from KV anyway."""
-        if self.db.conn.in_transaction:
-            self.db.conn.commit()
+        """Commit what is applied and keep the file for the next start."""
+        self._commit()
         self.db.conn.close()
-        remove_index_files(self.path)
+        self.file.release()
+
+    def _commit(self) -> None:
+        if self.db.conn.in_transaction:
+            indexfile.set_applied(self.db, self.applied)
+            self.db.conn.commit()
+        self._uncommitted = 0
+
+    def note_applied(self, revision: int) -> None:
+        """The run feed has delivered every revision up to ``revision`` (recorded at the next commit)."""
+        self.applied = max(self.applied, revision)
+
+    def keep_record(self, record: RunRecord, raw: bytes, revision: int) -> None:
+        """Keep an unfinished run's KV record beside its row (for ``live_records``), if the row is at this
+        revision: a row already at a newer one gets its record when the feed delivers that one."""
+        if record.current.state in TERMINAL_STATES:
+            return
+        if not self.db.conn.in_transaction:
+            self.db.conn.execute("BEGIN")
+        self.db.conn.execute("UPDATE runs SET record = ? WHERE id = ? AND revision = ?", (raw, record.id, revision))
+
+    def live_records(self) -> list[tuple[str, bytes, int]]:
+        """(run id, KV record, revision) of every unfinished run as of ``applied``."""
+        sql = "SELECT id, record, revision FROM runs WHERE record IS NOT NULL"
+        return [(row[0], row[1], row[2]) for row in self.db.conn.execute(sql).fetchall()]
 
     # --- runs --------------------------------------------------------------------------------------------------
 
@@ -117,8 +134,7 @@ class QueryIndex:
             self._bodies.popitem(last=False)
         self._uncommitted += 1
         if self._uncommitted >= RUN_WRITES_PER_COMMIT:
-            self.db.conn.commit()
-            self._uncommitted = 0
+            self._commit()
 
     def run_body(self, record: RunRecord, revision: int) -> str:
         """This version's API view as JSON: the one the index built for it, when it was among the last indexed."""
@@ -265,10 +281,31 @@ class QueryIndex:
         self.db.execute("DELETE FROM definitions WHERE name = ?", [name])
 
 
-def remove_index_files(path: Path) -> None:
-    """The index file with its WAL and shared-memory files."""
-    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        leftover.unlink(missing_ok=True)
+def _create_tables(db: sqlite_utils.Database) -> None:
+    runs = db.table("runs")
+    runs.create(
+        {
+            "id": str, "created_at": float, "state": str, "op_definition": str, "image": str, "topic": str,
+            "worker_id": str, "attempt": int, "cpu": float, "ram_mb": int, "vram_mb": int, "gpu_ids": str,
+            "revision": int, "body": str,
+        },
+        pk="id",
+    )  # fmt: skip
+    runs.create_index(["created_at", "id"])
+    for column in ("state", "op_definition", "worker_id", "topic", "image"):
+        runs.create_index([column, "created_at", "id"])
+    runs.create_index(["worker_id", "state"], index_name="idx_runs_worker_state")
+    _add_batch_columns(runs)
+    # The queue in the scheduler's order (GET /queue): read off this index, however many runs wait.
+    runs.add_column("priority", int)
+    db.execute("CREATE INDEX idx_runs_queue ON runs (state, priority DESC, created_at, id)")
+    runs.add_column("record", bytes)
+    db.execute("CREATE INDEX idx_runs_live ON runs (id) WHERE record IS NOT NULL")
+    db.table("definitions").create(
+        {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
+    )
+    db.table("latest").create({"name": str, "version": str}, pk="name")
+    db.table("workers").create({"id": str, "body": str}, pk="id")
 
 
 def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from gyoza.datadir import DataDirInUse, DataDirLock
 from gyoza.processes import configure_logging, stop_on_signals
 from gyoza.server.app import create_app
 from gyoza.server.context import NATS_MODE_CONFIG
-from gyoza.server.index import remove_index_files
+from gyoza.server.indexfile import remove_files
 from gyoza.settings import Settings
 from gyoza.worker.resources import detect_cpu
 
@@ -150,10 +150,10 @@ def _bound(host: str, port: int, share: bool) -> socket.socket:
 
 
 def _remove_stale_indexes(settings: Settings) -> None:
-    """Index files of server processes on this port that died without closing theirs (``kill -9``). The port is
-    held, so no live server uses them."""
+    """Index files an earlier Gyoza left on this port (one per process id, never used again; today's are kept and
+    reused, ``server/indexfile.py``). The port is held, so no live server of that kind uses them."""
     directory = settings.data_dir / "index"
     if directory.is_dir():
         for pattern in (f"server-{settings.port}.sqlite", f"server-{settings.port}-*.sqlite"):
             for path in directory.glob(pattern):
-                remove_index_files(path)
+                remove_files(path)

@@ -38,14 +38,19 @@ class IndexedRuns:
         self.index = index
         self.bucket = bucket
         self.assignment_waiters: dict[str, asyncio.Event] = {}
-        self.position = 0
+        self.position = index.applied  # a kept index holds every version up to there
         self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
 
     async def on_run(self, record: RunRecord, revision: int) -> None:
         self.run_written(record, revision)
         self.position = max(self.position, revision)
+        self.index.note_applied(self.position)
         if self._catching_up:
             self._release_caught_up()
+
+    def keep(self, record: RunRecord, raw: bytes, revision: int) -> None:
+        """The run feed's record bytes, kept for unfinished runs (a restart seeds from them)."""
+        self.index.keep_record(record, raw, revision)
 
     async def catch_up(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
         """Return once the index holds every run version written before this call (one NATS round trip). When NATS

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -139,6 +140,48 @@ async def test_a_watch_replays_then_marks_then_follows(bus: Bus) -> None:
     deleted = await asyncio.wait_for(anext(watch), 5)
     assert deleted is not None and (deleted.key, deleted.value) == (gone, None)
     await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def replay(watch: Any) -> list[KeyChange]:
+    changes = []
+    while (change := await asyncio.wait_for(anext(watch), 5)) is not INITIAL_VALUES_DONE:
+        assert isinstance(change, KeyChange)
+        changes.append(change)
+    return changes
+
+
+async def test_a_watch_after_a_revision_replays_only_what_changed_since(bus: Bus) -> None:
+    kept, changed, gone, new = key(), key(), key(), key()
+    await bus.definitions.create(kept, b"kept")
+    changed_at = await bus.definitions.create(changed, b"v1")
+    await bus.definitions.create(gone, b"soon deleted")
+    after = await bus.definitions.last_revision()
+    changed_to = await bus.definitions.update(changed, b"v2", changed_at)
+    await bus.definitions.delete(gone)
+    created = await bus.definitions.create(new, b"new")
+    watch = bus.definitions.watch(after=after)
+    mine = [c for c in await replay(watch) if c.key in {kept, changed, gone, new}]
+    assert [(c.key, c.value) for c in mine] == [(changed, b"v2"), (gone, None), (new, b"new")]
+    assert (mine[0].revision, mine[-1].revision) == (changed_to, created)
+    live = await bus.definitions.update(kept, b"live", (await bus.definitions.get(kept))[1])
+    assert await asyncio.wait_for(anext(watch), 5) == KeyChange(kept, b"live", live)
+    await watch.aclose()
+
+
+async def test_a_watch_after_the_last_revision_marks_at_once_then_follows(bus: Bus) -> None:
+    k = key()
+    await bus.definitions.create(k, b"old")
+    watch = bus.definitions.watch(after=await bus.definitions.last_revision())
+    assert await replay(watch) == []
+    revision = await bus.definitions.update(k, b"new", (await bus.definitions.get(k))[1])
+    assert await asyncio.wait_for(anext(watch), 5) == KeyChange(k, b"new", revision)
+    await watch.aclose()
+
+
+async def test_a_bucket_origin_is_stable_for_one_incarnation(bus: Bus) -> None:
+    origin = await bus.runs.origin()
+    await bus.runs.create(key(), b"x")
+    assert origin and await bus.runs.origin() == origin
 
 
 async def test_a_stale_attempt_is_fenced_off(bus: Bus) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from gyoza.bus.memory import MemoryBus
 from gyoza.schema import AdHocRunIn, RunListQuery
 from gyoza.server.index import QueryIndex
+from gyoza.server.indexfile import BucketState, IndexFile
 from gyoza.server.watch import IndexedRuns
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.runs import RunService
@@ -23,7 +24,7 @@ def listed(index: QueryIndex) -> list[str]:
 async def test_a_list_waits_for_the_feed_to_deliver_a_run_another_process_created(tmp_path: Path) -> None:
     bus = MemoryBus()
     other_process = RunService(bus, DefinitionService(bus))
-    index = QueryIndex(tmp_path / "index.sqlite")
+    index = QueryIndex(IndexFile.claim(tmp_path), BucketState("memory", 0))
     this_process = IndexedRuns(index, bus.runs)
     record, _ = await other_process.create_adhoc(AdHocRunIn.model_validate(RUN), None)
 
@@ -41,7 +42,7 @@ async def test_a_list_waits_for_the_feed_to_deliver_a_run_another_process_create
 async def test_a_caught_up_index_answers_at_once_and_a_stuck_feed_only_delays(tmp_path: Path) -> None:
     bus = MemoryBus()
     runs = RunService(bus, DefinitionService(bus))
-    index = QueryIndex(tmp_path / "index.sqlite")
+    index = QueryIndex(IndexFile.claim(tmp_path), BucketState("memory", 0))
     listener = IndexedRuns(index, bus.runs)
     await asyncio.wait_for(listener.catch_up(), 1)  # an empty bucket: nothing to wait for
     record, _ = await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
