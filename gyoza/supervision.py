@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from gyoza.errors import Unavailable
@@ -23,6 +23,8 @@ FIRST_RESTART_S = 0.05
 MAX_RESTART_S = 5.0
 # A loop that ran this long before failing had recovered: its failure starts a new streak (and is logged again).
 HEALTHY_AFTER_S = 30.0
+# How long ``stop_task`` waits for a cancelled task before cancelling it again.
+CANCEL_AGAIN_S = 0.1
 
 
 class TaskFailures:
@@ -94,12 +96,23 @@ async def start_supervised(
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` (None: nothing to stop) and wait until it has ended."""
+    """Cancel ``task`` (None: nothing to stop) and wait until it has ended; an error it ended with is raised.
+
+    The cancel is repeated while the task runs on: on Python 3.11 ``asyncio.wait_for`` (nats-py awaits every
+    request with it) swallows a cancellation that lands just as its inner future completes, and a loop that lost its
+    cancel would keep a shutdown waiting for ever (a fresh-clone CI run saw a server hang on SIGTERM that way)."""
     if task is None:
         return
-    task.cancel()
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_S)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """``stop_task`` for each of ``tasks`` at once; their errors are dropped (each was logged where it failed)."""
+    await asyncio.gather(*(stop_task(task) for task in tasks), return_exceptions=True)
 
 
 class Background:
@@ -134,7 +147,4 @@ class Background:
             log.debug("background task %s failed again (%d in a row): %r", self.name, self._streak, problem)
 
     async def cancel(self) -> None:
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(list(self.tasks))

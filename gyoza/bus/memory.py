@@ -31,6 +31,7 @@ from gyoza.bus.port import (
     RequestHandler,
 )
 from gyoza.errors import Conflict, GyozaError, Unavailable, error_from_body
+from gyoza.supervision import stop_task, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +284,7 @@ class MemoryBus:
         task = asyncio.create_task(loop(), name=f"memory-consume-{stream}")
 
         async def stop() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
         return _Subscription(stop)
 
@@ -362,6 +361,4 @@ class MemoryBus:
         self._objects[name] = bytes(data)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks))

@@ -24,6 +24,7 @@ from gyoza.bus.link import connect
 from gyoza.bus.port import MessageHandler, RequestHandler
 from gyoza.bus.translate import translate_errors
 from gyoza.errors import GyozaError, Unavailable, error_from_body
+from gyoza.supervision import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ async def consume(js: JetStreamContext, stream: str, durable: str, handler: Mess
     task = asyncio.create_task(loop(), name=f"consume-{stream}")
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         await subscription.unsubscribe()
 
     return Subscription(stop)

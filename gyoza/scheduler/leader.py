@@ -40,7 +40,7 @@ from gyoza.services.runs import RunService
 from gyoza.services.topics import TopicFeed
 from gyoza.services.workers import WorkerService
 from gyoza.settings import Settings
-from gyoza.supervision import Background, TaskFailures, supervised
+from gyoza.supervision import Background, TaskFailures, stop_task, stop_tasks, supervised
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ class Scheduler:
         )
 
     async def stop(self) -> None:
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+        await stop_task(self._lease_task)
         if self._leading:
             await self._step_down()
             await self.lease.release()
@@ -211,9 +208,7 @@ class Scheduler:
         self._subscriptions, self._leader_tasks = [], []
         for subscription in subscriptions:
             await subscription.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
 
     async def heartbeat(self, worker_id: str, body: HeartbeatIn, arrived: float) -> bytes:
         """Answer a worker's heartbeat (from NATS, or this server's own REST route) with the reply's JSON.

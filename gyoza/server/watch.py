@@ -7,7 +7,6 @@ first request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from gyoza.bus.port import INITIAL_VALUES_DONE, Bucket, Bus, KeyChange
 from gyoza.errors import RecordTooNew, Unavailable
 from gyoza.schema import DefinitionPointer, OpDefinition, RunRecord, WorkerRecord
 from gyoza.server.index import QueryIndex
-from gyoza.supervision import TaskFailures, supervised
+from gyoza.supervision import TaskFailures, stop_tasks, supervised
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +129,7 @@ class BucketFollower:
                 wait.cancel()
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self.tasks)
 
     @staticmethod
     async def _follow(bucket: Bucket, apply: Callable[[KeyChange], None], ready: asyncio.Event) -> None:

@@ -32,6 +32,7 @@ from gyoza.schema import (
     WorkerEventIn,
     WorkerResources,
 )
+from gyoza.supervision import stop_task
 from gyoza.worker.attempt import AttemptRunner, Refused, Reporter
 from gyoza.worker.runtimes.base import Execution, Runtime
 from gyoza.worker.settings import WorkerSettings
@@ -78,15 +79,11 @@ class WorkerAgent:
         intake = asyncio.create_task((source or claim_loop)(self), name="assignments")
         await shutdown.requested.wait()
         self.accepting = False
-        intake.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await intake
+        await stop_task(intake)
         try:
             await self._drain(shutdown)
         finally:
-            heartbeats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeats
+            await stop_task(heartbeats)
 
     async def _drain(self, shutdown: Shutdown) -> None:
         """Give back what has not started, let the rest finish (bounded by the drain timeout), abandon on urgency."""
