@@ -198,6 +198,8 @@ async def test_cancel_ends_a_watch_with_exit_1_and_retry_starts_a_new_attempt(
     done = sdk.create_run(deploy(sdk, "echo"), {})
     sdk.wait(done.id, timeout=60)
     failed(gyoza_cli(gyoza, home, "runs", "retry", done.id), 3, "INVALID_TRANSITION")
+    assert "deleted" in ok(gyoza_cli(gyoza, home, "runs", "delete", done.id))
+    failed(gyoza_cli(gyoza, home, "runs", "delete", done.id), 3, "RUN_NOT_FOUND")
 
 
 async def test_runs_list_get_and_logs(gyoza: GyozaServer, sdk: GyozaClient, worker: WorkerProcess, home: Path) -> None:

@@ -1,4 +1,5 @@
-"""The SDK's batch calls against a live server: create_runs, map (sync and async), get_batch, bulk cancel/retry."""
+"""The SDK's batch calls against a live server: create_runs, map (sync and async), get_batch, bulk cancel/retry,
+delete and purge."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import httpx
 import pytest
 
 from gyoza.client import AsyncGyozaClient, GyozaClient
-from gyoza.errors import InvalidInputs, InvalidRequest
+from gyoza.errors import Conflict, InvalidInputs, InvalidRequest, RunNotFound
 from tests.processes import API_KEY, GyozaServer
-from tests.test_api_definitions import definition, deploy
+from tests.test_api_definitions import NO_WORKER_TAG, definition, deploy
 
 
 async def test_create_runs_get_batch_and_bulk_actions(
@@ -55,3 +56,21 @@ async def test_map_yields_every_run_in_order_sync_and_async(
         assert (await sdk_async.cancel_runs(labels={"m": tag})).matched == 32
         with pytest.raises(InvalidRequest):
             [r async for r in sdk_async.map(unique_name, [{"text": "z"}], batch_size=0)]
+
+
+async def test_delete_and_purge_runs_sync_and_async(server: GyozaServer) -> None:
+    tag = uuid.uuid4().hex
+    with GyozaClient(server.url, API_KEY) as sdk:
+        first, *rest = [sdk.create_adhoc_run("alpine:3", tags=[NO_WORKER_TAG], labels={"p": tag}) for _ in range(3)]
+        with pytest.raises(Conflict):
+            sdk.delete_run(first.id)  # PENDING: cancel it first
+        sdk.cancel_run(first.id)
+        sdk.delete_run(first.id)
+        with pytest.raises(RunNotFound):
+            sdk.get_run(first.id)
+    async with AsyncGyozaClient(server.url, API_KEY) as sdk_async:
+        await sdk_async.cancel_runs(labels={"p": tag})
+        assert (await sdk_async.purge_runs(labels={"p": tag})).model_dump() == {"matched": 2, "changed": 2}
+        for run in rest:
+            with pytest.raises(RunNotFound):
+                await sdk_async.delete_run(run.id)

@@ -119,6 +119,14 @@ class NatsBus:
         with translate_errors():
             await self._logs.put(name, data)
 
+    async def delete_object(self, name: str) -> None:
+        with translate_errors(), contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+            await self._logs.delete(name)
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        with translate_errors():
+            await self._js.purge_stream(stream, subject=subject)
+
     async def close(self) -> None:
         self._topology.stop()
         try:

@@ -120,9 +120,12 @@ class MemoryBucket:
             raise Conflict(f"{key} changed concurrently")
         return self._put(key, value)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, last: int | None = None) -> None:
         await _round_trip()
-        if self._live(key) is not None:
+        entry = self._live(key)
+        if last is not None and (entry is None or entry.revision != last):
+            raise Conflict(f"{key} changed concurrently")
+        if entry is not None:
             self._put(key, None)
 
     async def last_revision(self) -> int:
@@ -359,6 +362,14 @@ class MemoryBus:
 
     async def write_object(self, name: str, data: bytes) -> None:
         self._objects[name] = bytes(data)
+
+    async def delete_object(self, name: str) -> None:
+        self._objects.pop(name, None)
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        messages = self._streams[stream].messages
+        for seq in [seq for seq, m in messages.items() if subject_matches(subject, m.subject)]:
+            del messages[seq]
 
     async def close(self) -> None:
         await stop_tasks(list(self._tasks))

@@ -79,9 +79,16 @@ class NatsBucket:
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise Conflict(f"{key} changed concurrently") from None
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, last: int | None = None) -> None:
+        if last is not None and last <= 0:  # as in ``update``: nats-py reads a falsy ``last`` as no condition
+            raise Conflict(f"{key}: no revision {last}")
         with translate_errors(), contextlib.suppress(nats.js.errors.KeyNotFoundError):
-            await self._kv.delete(key)
+            try:
+                await self._kv.delete(key, last=last)
+            except nats.js.errors.BadRequestError as refused:  # a delete's refusal comes as a bare 400
+                if refused.err_code not in _WRONG_LAST_SEQUENCE:
+                    raise
+                raise Conflict(f"{key} changed concurrently") from None
 
     async def last_revision(self) -> int:
         with translate_errors():

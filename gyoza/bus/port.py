@@ -76,8 +76,9 @@ class Bucket(Protocol):
         """Write only if ``last`` is the key's latest revision; ``gyoza.errors.Conflict`` otherwise."""
         ...
 
-    async def delete(self, key: str) -> None:
-        """Remove the key (absent is fine)."""
+    async def delete(self, key: str, last: int | None = None) -> None:
+        """Remove the key (absent is fine). With ``last``: only if that is the key's latest revision,
+        ``gyoza.errors.Conflict`` otherwise (a compare-and-set delete)."""
         ...
 
     def watch(self, after: int = 0) -> AsyncIterator[KeyChange | None]:
@@ -164,5 +165,13 @@ class Bus(Protocol):
     async def read_object(self, name: str) -> bytes | None: ...
 
     async def write_object(self, name: str, data: bytes) -> None: ...
+
+    async def delete_object(self, name: str) -> None:
+        """Remove an object of the logs bucket (absent is fine)."""
+        ...
+
+    async def purge_subject(self, stream: str, subject: str) -> None:
+        """Remove every message of ``stream`` on ``subject`` (a subject pattern)."""
+        ...
 
     async def close(self) -> None: ...

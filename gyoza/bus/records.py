@@ -164,6 +164,8 @@ class RecordStore(Generic[M]):
             if change.value is not None:
                 yield self.model.model_validate_json(change.value)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, last: int | None = None) -> None:
+        """Remove the record (absent is fine); with ``last``, only if that is its latest revision (else
+        ``Conflict``)."""
         self._recent.pop(key, None)
-        await self.bucket.delete(key)
+        await self.bucket.delete(key, last)

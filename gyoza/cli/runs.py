@@ -1,4 +1,4 @@
-"""``gyoza run NAME -i k=v [--wait]`` and ``gyoza runs list|get|cancel|retry|deliveries|logs|watch``."""
+"""``gyoza run NAME -i k=v [--wait]`` and ``gyoza runs list|get|cancel|retry|delete|deliveries|logs|watch``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gyoza.cli.follow import detachable, exit_for, finish, follow, follow_logs, 
 from gyoza.client import GyozaClient
 from gyoza.schema import DeliveryList, Event, InputSpec, OpRun, RunListQuery, RunState, ValueType
 
-app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel, retry and follow runs.")
+app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel, retry, delete and follow runs.")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON (nothing else on stdout)")]
 RunId = Annotated[str, typer.Argument(help="Run id")]
@@ -249,6 +249,14 @@ def retry_run(ctx: typer.Context, run_id: RunId, as_json: JsonFlag = False) -> N
         render.print_json(changed)
     else:
         typer.echo(f"run {changed.id} attempt {changed.current_attempt} {changed.state.value}")
+
+
+@app.command("delete")
+def delete_run(ctx: typer.Context, run_id: RunId) -> None:
+    """Delete a finished run with its logs (an admin key; a run not finished is refused: cancel it first)."""
+    with api(ctx) as client:
+        client.delete_run(run_id)
+    typer.echo(f"run {run_id} deleted")
 
 
 @app.command("deliveries")

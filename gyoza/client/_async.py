@@ -144,6 +144,14 @@ class AsyncGyozaClient:
         """Retry every FAILED or CANCELLED run matching all the given conditions: how many matched and changed."""
         return await self._send(_calls.retry_runs(batch_id, labels, state, reason))
 
+    async def purge_runs(
+        self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
+        state: Sequence[str] | None = None, reason: str | None = None,
+    ) -> BulkResult:  # fmt: skip
+        """Delete every finished run matching all the given conditions (an admin key): how many matched and were
+        deleted."""
+        return await self._send(_calls.purge_runs(batch_id, labels, state, reason))
+
     async def create_adhoc_run(
         self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any
     ) -> OpRun:
@@ -185,6 +193,10 @@ class AsyncGyozaClient:
 
     async def cancel_run(self, run_id: str) -> OpRun:
         return await self._send(_calls.cancel_run(run_id))
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete a finished run with its logs (an admin key); ``Conflict`` while it is not finished."""
+        await self._send(_calls.delete_run(run_id))
 
     async def retry_run(self, run_id: str) -> OpRun:
         return await self._send(_calls.retry_run(run_id))

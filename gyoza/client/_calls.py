@@ -245,6 +245,13 @@ def retry_runs(
     return Call("POST", "/runs/retry", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
 
 
+def purge_runs(
+    batch_id: str | None = None, labels: Mapping[str, str] | None = None, state: Sequence[str] | None = None,
+    reason: str | None = None,
+) -> Call[BulkResult]:  # fmt: skip
+    return Call("POST", "/runs/purge", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
+
+
 def chunks(items: Iterator[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
     """``items`` in lists of ``size`` (the last one shorter), for ``map``."""
     if not 1 <= size <= MAX_BATCH_RUNS:
@@ -301,6 +308,10 @@ def run_logs(run_id: str, attempt: int | None = None) -> Call[str]:
 
 def cancel_run(run_id: str) -> Call[OpRun]:
     return Call("POST", f"/runs/{run_id}/cancel", _model(OpRun))
+
+
+def delete_run(run_id: str) -> Call[None]:
+    return Call("DELETE", f"/runs/{run_id}", _nothing)
 
 
 def deliveries(run_id: str) -> Call[list[WebhookDelivery]]:

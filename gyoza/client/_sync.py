@@ -143,6 +143,14 @@ class GyozaClient:
         """Retry every FAILED or CANCELLED run matching all the given conditions: how many matched and changed."""
         return self._send(_calls.retry_runs(batch_id, labels, state, reason))
 
+    def purge_runs(
+        self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
+        state: Sequence[str] | None = None, reason: str | None = None,
+    ) -> BulkResult:  # fmt: skip
+        """Delete every finished run matching all the given conditions (an admin key): how many matched and were
+        deleted."""
+        return self._send(_calls.purge_runs(batch_id, labels, state, reason))
+
     def create_adhoc_run(
         self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any
     ) -> OpRun:
@@ -183,6 +191,10 @@ class GyozaClient:
 
     def cancel_run(self, run_id: str) -> OpRun:
         return self._send(_calls.cancel_run(run_id))
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run with its logs (an admin key); ``Conflict`` while it is not finished."""
+        self._send(_calls.delete_run(run_id))
 
     def retry_run(self, run_id: str) -> OpRun:
         return self._send(_calls.retry_run(run_id))

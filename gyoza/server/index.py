@@ -34,6 +34,15 @@ from gyoza.schema import (
 from gyoza.server import indexfile
 from gyoza.server.indexfile import BucketState, IndexFile
 
+# The newest version of a run this index holds, or has seen deleted.
+_HELD_REVISION = (
+    "SELECT max(revision) FROM (SELECT revision FROM runs WHERE id = ?1 UNION ALL "
+    "SELECT revision FROM removed WHERE id = ?1)"
+)
+_TOMBSTONE = """
+INSERT INTO removed (id, revision) VALUES (?, ?)
+ON CONFLICT(id) DO UPDATE SET revision = max(revision, excluded.revision)
+"""
 _UPSERT_RUN = """
 INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
                   gpu_ids, revision, body, batch_id, labels, priority, record)
@@ -92,6 +101,8 @@ class QueryIndex:
 
     def _commit(self) -> None:
         if self.db.conn.in_transaction:
+            # The feed delivers in revision order: past a tombstone's revision, nothing older of that run can come.
+            self.db.conn.execute("DELETE FROM removed WHERE revision <= ?", (self.applied,))
             indexfile.set_applied(self.db, self.applied)
             self.db.conn.commit()
         self._uncommitted = 0
@@ -121,8 +132,8 @@ class QueryIndex:
 
         Every version arrives twice on the server that wrote it (its own write, then the run feed): the look-up
         spares building the row's view and JSON again for the second."""
-        held = self.db.conn.execute("SELECT revision FROM runs WHERE id = ?", (record.id,)).fetchone()
-        if held is not None and held[0] >= revision:
+        held = self.db.conn.execute(_HELD_REVISION, (record.id,)).fetchone()[0]
+        if held is not None and held >= revision:
             return
         if not self.db.conn.in_transaction:
             self.db.conn.execute("BEGIN")
@@ -135,6 +146,16 @@ class QueryIndex:
         self._uncommitted += 1
         if self._uncommitted >= RUN_WRITES_PER_COMMIT:
             self._commit()
+
+    def remove_run(self, run_id: str, revision: int) -> None:
+        """The run is deleted, its last version at ``revision`` or older: drop its row, and keep a tombstone so
+        that a version up to ``revision`` still arriving (this server's delete can overtake the feed) is ignored."""
+        if not self.db.conn.in_transaction:
+            self.db.conn.execute("BEGIN")
+        self.db.conn.execute("DELETE FROM runs WHERE id = ? AND revision <= ?", (run_id, revision))
+        self.db.conn.execute(_TOMBSTONE, (run_id, revision))
+        self._bodies.pop(run_id, None)
+        self._uncommitted += 1
 
     def run_body(self, record: RunRecord, revision: int) -> str:
         """This version's API view as JSON: the one the index built for it, when it was among the last indexed."""
@@ -301,6 +322,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_runs_queue ON runs (state, priority DESC, created_at, id)")
     runs.add_column("record", bytes)
     db.execute("CREATE INDEX idx_runs_live ON runs (id) WHERE record IS NOT NULL")
+    db.table("removed").create({"id": str, "revision": int}, pk="id")
     db.table("definitions").create(
         {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
     )

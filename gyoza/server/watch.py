@@ -42,10 +42,21 @@ class IndexedRuns:
 
     async def on_run(self, record: RunRecord, revision: int) -> None:
         self.run_written(record, revision)
+        self._advance(revision)
+
+    def forget(self, run_id: str, revision: int) -> None:
+        """The run feed's deletion of a run (at ``revision``)."""
+        self.run_deleted(run_id, revision)
+        self._advance(revision)
+
+    def _advance(self, revision: int) -> None:
         self.position = max(self.position, revision)
         self.index.note_applied(self.position)
         if self._catching_up:
             self._release_caught_up()
+
+    def run_deleted(self, run_id: str, revision: int) -> None:
+        self.index.remove_run(run_id, revision)
 
     def keep(self, record: RunRecord, raw: bytes, revision: int) -> None:
         """The run feed's record bytes, kept for unfinished runs (a restart seeds from them)."""

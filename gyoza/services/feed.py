@@ -40,6 +40,10 @@ class RecordKeeper(Protocol):
 
     def keep(self, record: RunRecord, raw: bytes, revision: int) -> None: ...
 
+    def forget(self, run_id: str, revision: int) -> None:
+        """The run was deleted at ``revision``."""
+        ...
+
 
 class RunFeed:
     def __init__(
@@ -88,6 +92,8 @@ class RunFeed:
                 self.replayed += 1
             if change.value is not None:
                 await self._deliver(change.key, change.value, change.revision)
+            elif self.keeper is not None:
+                self.keeper.forget(change.key, change.revision)
 
     async def _deliver(self, key: str, raw: bytes, revision: int) -> None:
         try:

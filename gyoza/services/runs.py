@@ -137,7 +137,7 @@ class RunService:
 
     async def _claim_idempotency_key(self, key: str, run_id: str) -> tuple[str, bool]:
         """Bind ``key`` to ``run_id`` for 24 h (bucket max age). Returns (bound run id, whether we bound it)."""
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        digest = idempotency_digest(key)
         try:
             await self.idempotency.create(digest, IdempotencyEntry(run_id=run_id))
             return run_id, True
@@ -286,6 +286,11 @@ def _run_request(record: RunRecord, revision: int | None) -> tuple[str, bytes, s
     message = RunRequested(run_id=record.id, attempt=record.current.number, priority=record.priority)
     msg_id = f"{record.id}.{'created' if revision is None else revision}"
     return names.RUN_REQUESTED_SUBJECT, message.model_dump_json().encode(), msg_id
+
+
+def idempotency_digest(key: str) -> str:
+    """The idempotency bucket's key for an idempotency key (any string, any length)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _idempotency_key(field: str | None, header: str | None) -> str | None:

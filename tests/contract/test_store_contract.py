@@ -321,3 +321,32 @@ async def test_last_revision_is_the_newest_write_over_every_key(bus: Bus) -> Non
     first = await bus.workers.create(key(), b"1")
     second = await bus.workers.create(key(), b"2")
     assert before < first < second == await bus.workers.last_revision()
+
+
+async def test_a_delete_with_a_revision_is_compare_and_set(bus: Bus) -> None:
+    k = key()
+    first = await bus.workers.create(k, b"1")
+    second = await bus.workers.update(k, b"2", first)
+    with pytest.raises(Conflict):
+        await bus.workers.delete(k, last=first)
+    assert await bus.workers.get(k) == (b"2", second)  # a refused delete changes nothing
+    await bus.workers.delete(k, last=second)
+    with pytest.raises(RecordMissing):
+        await bus.workers.get(k)
+
+
+async def test_objects_and_subject_messages_can_be_removed(bus: Bus) -> None:
+    run_id = uuid.uuid4().hex
+    await bus.write_object(f"{run_id}/1", b"log of attempt 1")
+    await bus.delete_object(f"{run_id}/1")
+    await bus.delete_object(f"{run_id}/1")  # absent is fine
+    assert await bus.read_object(f"{run_id}/1") is None
+    other = uuid.uuid4().hex
+    for subject in (names.log_subject(run_id, 1), names.log_subject(run_id, 2), names.log_subject(other, 1)):
+        await bus.publish_durable(subject, b"a line")
+    await bus.purge_subject(names.LOGS_STREAM, names.run_log_subjects(run_id))
+    assert await bus.read_subject(names.LOGS_STREAM, names.log_subject(run_id, 1), 0, 10) == []
+    assert await bus.read_subject(names.LOGS_STREAM, names.log_subject(run_id, 2), 0, 10) == []
+    assert [data for _, data in await bus.read_subject(names.LOGS_STREAM, names.log_subject(other, 1), 0, 10)] == [
+        b"a line"
+    ]

@@ -15,6 +15,7 @@ from gyoza.server.indexfile import BucketState, IndexFile
 from gyoza.server.watch import IndexedRuns
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.feed import RunFeed
+from gyoza.services.removal import RunRemoval
 from gyoza.services.runs import RunService
 from gyoza.supervision import TaskFailures
 from tests.waiting import until
@@ -138,3 +139,38 @@ def test_each_process_claims_a_file_of_its_own_and_a_released_one_is_taken_again
     assert third.path.name == "runs-0.sqlite"
     second.release()
     third.release()
+
+
+async def test_a_run_deleted_while_the_process_was_down_leaves_the_kept_index(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    runs = RunService(bus, DefinitionService(bus))
+    created = [(await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None))[0] for _ in range(3)]
+    for record in created:
+        await runs.cancel(record.id)
+    index, feed, _ = await serve(bus, tmp_path)
+    await settle(feed, bus)
+    await stop(index, feed)
+
+    await RunRemoval(runs).delete(created[0].id)
+
+    index, feed, _ = await serve(bus, tmp_path)
+    assert feed.replayed == 1  # the deletion alone
+    assert listed(index) == 2
+    await stop(index, feed)
+
+
+async def test_a_version_older_than_a_deletion_does_not_bring_the_run_back(tmp_path: Path) -> None:
+    """This server's own delete can overtake the feed's delivery of the run's last versions."""
+    bus = MemoryBus()
+    index = QueryIndex(IndexFile.claim(tmp_path), await bucket_state(bus))
+    runs = RunService(bus, DefinitionService(bus))
+    record, _ = await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
+    cancelled, revision = await runs.store.get((await runs.cancel(record.id)).id)
+    index.upsert_run(cancelled, revision)
+    index.remove_run(record.id, revision)
+    index.upsert_run(record, revision - 1)  # the feed, late
+    index.upsert_run(cancelled, revision)
+    assert listed(index) == 0
+    index.note_applied(revision + 1)  # the feed has delivered the deletion: the tombstone may go
+    index.close()
+    assert indexfile.connect(index.path).execute("SELECT count(*) FROM removed").fetchone()[0] == 0

@@ -23,6 +23,7 @@ from gyoza.schema import (
 from gyoza.server.context import ctx
 from gyoza.server.http import checked_name, json_response, list_response, read_body, refusals
 from gyoza.services.batches import BatchOutcome, BatchService
+from gyoza.services.removal import RunRemoval
 
 blueprint = Blueprint("batches", __name__)
 M = TypeVar("M", bound=BaseModel)
@@ -124,6 +125,20 @@ async def cancel_runs() -> Response:
     ``matched`` counts the runs the filter found, ``changed`` those this request cancelled (or asked to stop)."""
     run_ids = await _matching("cancel")
     changed = await BatchService(ctx().runs).cancel(run_ids)
+    return json_response(BulkResult(matched=len(run_ids), changed=changed))
+
+
+@blueprint.post("/runs/purge")
+@document_request(RunFilterIn)
+@document_response(BulkResult)
+@refusals(400, 413, 415)
+async def purge_runs() -> Response:
+    """Delete every finished run matching the filter, each as DELETE /runs/{id} would (admin); runs not finished
+    are left alone.
+
+    ``matched`` counts the runs the filter found, ``changed`` those this request deleted."""
+    run_ids = await _matching("purge")
+    changed = await RunRemoval(ctx().runs).purge(run_ids)
     return json_response(BulkResult(matched=len(run_ids), changed=changed))
 
 

@@ -1,4 +1,4 @@
-"""/runs: ad hoc runs, listing, reading, cancel, retry, reprioritise, worker events and logs."""
+"""/runs: ad hoc runs, listing, reading, cancel, retry, reprioritise, delete, worker events and logs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from gyoza.server.context import ctx
 from gyoza.server.http import body_bytes, checked_run_id, json_response, list_response, query_int, read_body, refusals
 from gyoza.server.sse import CreateRunQuery, create_wait
 from gyoza.services.livestreams import until_terminal
+from gyoza.services.removal import RunRemoval
 
 blueprint = Blueprint("runs", __name__)
 
@@ -208,6 +209,17 @@ async def patch_run(run_id: str) -> Response:
     """Change the priority of a PENDING or ASSIGNED run."""
     body = await read_body(PatchRunIn)
     return json_response(run_view(await ctx().runs.reprioritise(checked_run_id(run_id), body.priority)))
+
+
+@blueprint.delete("/runs/<run_id>")
+@document_response(NoContent, 204)
+@refusals(404, 409)
+async def delete_run(run_id: str) -> Response:
+    """Delete a finished run with its logs (admin); 409 INVALID_TRANSITION while it is not finished: cancel it first.
+
+    Its idempotency key is released: sent again, it creates a new run."""
+    await RunRemoval(ctx().runs).delete(checked_run_id(run_id))
+    return Response(status=204)
 
 
 @blueprint.post("/runs/<run_id>/events")
