@@ -144,8 +144,11 @@ class NatsBucket:
             )
         try:
             with translate_errors():
-                pending = (await subscription.consumer_info()).num_pending
-            if pending == 0 and subscription.delivered == 0 and replaying:
+                info = await subscription.consumer_info()
+            # Nothing to replay only if the server has sent nothing either: what it sent may still wait for the
+            # callback (the client's own count lags), and its last message then ends the replay.
+            sent = info.delivered.consumer_seq if info.delivered else 0
+            if info.num_pending == 0 and not sent and replaying:
                 replaying = False
                 changes.put_nowait(INITIAL_VALUES_DONE)
             while True:

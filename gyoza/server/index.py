@@ -195,7 +195,10 @@ class QueryIndex:
 
     def pending_in_order(self, limit: int) -> tuple[list[str], bool, int]:
         """PENDING runs in the scheduler's order (priority desc, then oldest first): (JSON bodies, has_more, total)."""
-        sql = "SELECT body FROM runs WHERE state = 'PENDING' ORDER BY priority DESC, created_at, id LIMIT ?"
+        sql = (
+            "SELECT body FROM runs INDEXED BY idx_runs_queue WHERE state = 'PENDING' "
+            "ORDER BY priority DESC, created_at, id LIMIT ?"
+        )
         rows = [row[0] for row in self.db.execute(sql, [limit + 1]).fetchall()]
         total = self.db.execute("SELECT count(*) FROM runs WHERE state = 'PENDING'").fetchone()[0]
         return rows[:limit], len(rows) > limit, int(total)
@@ -317,9 +320,11 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         runs.create_index([column, "created_at", "id"])
     runs.create_index(["worker_id", "state"], index_name="idx_runs_worker_state")
     _add_batch_columns(runs)
-    # The queue in the scheduler's order (GET /queue): read off this index, however many runs wait.
+    # The queue in the scheduler's order (GET /queue): read off this index, however many runs wait. Partial, and
+    # named by its one query: over every state, SQLite took it for ``state IN (...)`` lists and sorted the whole
+    # match (p50 272 ms for COMPLETED,FAILED at 100k runs), where (state, created_at, id) answers in a millisecond.
     runs.add_column("priority", int)
-    db.execute("CREATE INDEX idx_runs_queue ON runs (state, priority DESC, created_at, id)")
+    db.execute("CREATE INDEX idx_runs_queue ON runs (priority DESC, created_at, id) WHERE state = 'PENDING'")
     runs.add_column("record", bytes)
     db.execute("CREATE INDEX idx_runs_live ON runs (id) WHERE record IS NOT NULL")
     db.table("removed").create({"id": str, "revision": int}, pk="id")
