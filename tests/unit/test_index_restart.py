@@ -85,23 +85,24 @@ async def test_a_restart_seeds_unfinished_runs_and_replays_only_the_changes(tmp_
     await stop(index, feed)
 
 
-async def test_an_index_of_another_bucket_is_rebuilt(tmp_path: Path) -> None:
-    first = MemoryBus()
-    runs = RunService(first, DefinitionService(first))
-    await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
-    index, feed, _ = await serve(first, tmp_path)
+async def served_once(tmp_path: Path) -> MemoryBus:
+    """A bus with one run, which a server process indexed and stopped: its index file is kept in ``tmp_path``."""
+    bus = MemoryBus()
+    await RunService(bus, DefinitionService(bus)).create_adhoc(AdHocRunIn.model_validate(RUN), None)
+    index, feed, _ = await serve(bus, tmp_path)
     await stop(index, feed)
+    return bus
+
+
+async def test_an_index_of_another_bucket_is_rebuilt(tmp_path: Path) -> None:
+    await served_once(tmp_path)
     index, feed, _ = await serve(MemoryBus(), tmp_path)  # same revisions, another bucket
     assert (index.applied, listed(index), feed.replayed) == (0, 0, 0)
     await stop(index, feed)
 
 
 async def test_an_index_ahead_of_the_bucket_is_rebuilt(tmp_path: Path) -> None:
-    bus = MemoryBus()
-    runs = RunService(bus, DefinitionService(bus))
-    await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
-    index, feed, _ = await serve(bus, tmp_path)
-    await stop(index, feed)
+    bus = await served_once(tmp_path)
     emptied = BucketState(await bus.runs.origin(), 0)
     rebuilt = QueryIndex(IndexFile.claim(tmp_path), emptied)
     assert (rebuilt.applied, listed(rebuilt)) == (0, 0)
@@ -111,11 +112,7 @@ async def test_an_index_ahead_of_the_bucket_is_rebuilt(tmp_path: Path) -> None:
 async def test_an_index_of_another_format_or_damaged_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus = MemoryBus()
-    runs = RunService(bus, DefinitionService(bus))
-    await runs.create_adhoc(AdHocRunIn.model_validate(RUN), None)
-    index, feed, _ = await serve(bus, tmp_path)
-    await stop(index, feed)
+    bus = await served_once(tmp_path)
     kept = QueryIndex(IndexFile.claim(tmp_path), await bucket_state(bus))
     assert (kept.applied, listed(kept)) == (await bus.runs.last_revision(), 1)
     kept.close()
