@@ -135,14 +135,14 @@ class AsyncGyozaClient:
         state: Sequence[str] | None = None, reason: str | None = None,
     ) -> BulkResult:  # fmt: skip
         """Cancel every run matching all the given conditions (at least one): how many matched and changed."""
-        return await self._send(_calls.cancel_runs(batch_id, labels, state, reason))
+        return await self._send(_calls.bulk_action("cancel", batch_id, labels, state, reason))
 
     async def retry_runs(
         self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
         state: Sequence[str] | None = None, reason: str | None = None,
     ) -> BulkResult:  # fmt: skip
         """Retry every FAILED or CANCELLED run matching all the given conditions: how many matched and changed."""
-        return await self._send(_calls.retry_runs(batch_id, labels, state, reason))
+        return await self._send(_calls.bulk_action("retry", batch_id, labels, state, reason))
 
     async def purge_runs(
         self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
@@ -150,7 +150,7 @@ class AsyncGyozaClient:
     ) -> BulkResult:  # fmt: skip
         """Delete every finished run matching all the given conditions (an admin key): how many matched and were
         deleted."""
-        return await self._send(_calls.purge_runs(batch_id, labels, state, reason))
+        return await self._send(_calls.bulk_action("purge", batch_id, labels, state, reason))
 
     async def create_adhoc_run(
         self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any

@@ -231,25 +231,12 @@ def _run_filter(
     return {k: v for k, v in given.items() if v is not None}
 
 
-def cancel_runs(
-    batch_id: str | None = None, labels: Mapping[str, str] | None = None, state: Sequence[str] | None = None,
-    reason: str | None = None,
+def bulk_action(
+    action: str, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
+    state: Sequence[str] | None = None, reason: str | None = None,
 ) -> Call[BulkResult]:  # fmt: skip
-    return Call("POST", "/runs/cancel", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
-
-
-def retry_runs(
-    batch_id: str | None = None, labels: Mapping[str, str] | None = None, state: Sequence[str] | None = None,
-    reason: str | None = None,
-) -> Call[BulkResult]:  # fmt: skip
-    return Call("POST", "/runs/retry", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
-
-
-def purge_runs(
-    batch_id: str | None = None, labels: Mapping[str, str] | None = None, state: Sequence[str] | None = None,
-    reason: str | None = None,
-) -> Call[BulkResult]:  # fmt: skip
-    return Call("POST", "/runs/purge", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
+    """POST /runs/<action> (cancel, retry, purge) on every run matching the filter."""
+    return Call("POST", f"/runs/{action}", _model(BulkResult), json=_run_filter(batch_id, labels, state, reason))
 
 
 def chunks(items: Iterator[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:

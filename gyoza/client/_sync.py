@@ -134,14 +134,14 @@ class GyozaClient:
         state: Sequence[str] | None = None, reason: str | None = None,
     ) -> BulkResult:  # fmt: skip
         """Cancel every run matching all the given conditions (at least one): how many matched and changed."""
-        return self._send(_calls.cancel_runs(batch_id, labels, state, reason))
+        return self._send(_calls.bulk_action("cancel", batch_id, labels, state, reason))
 
     def retry_runs(
         self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
         state: Sequence[str] | None = None, reason: str | None = None,
     ) -> BulkResult:  # fmt: skip
         """Retry every FAILED or CANCELLED run matching all the given conditions: how many matched and changed."""
-        return self._send(_calls.retry_runs(batch_id, labels, state, reason))
+        return self._send(_calls.bulk_action("retry", batch_id, labels, state, reason))
 
     def purge_runs(
         self, *, batch_id: str | None = None, labels: Mapping[str, str] | None = None,
@@ -149,7 +149,7 @@ class GyozaClient:
     ) -> BulkResult:  # fmt: skip
         """Delete every finished run matching all the given conditions (an admin key): how many matched and were
         deleted."""
-        return self._send(_calls.purge_runs(batch_id, labels, state, reason))
+        return self._send(_calls.bulk_action("purge", batch_id, labels, state, reason))
 
     def create_adhoc_run(
         self, image: str, inputs: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any

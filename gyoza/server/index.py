@@ -23,7 +23,6 @@ from gyoza.schema import (
     TERMINAL_STATES,
     DefinitionPointer,
     OpDefinition,
-    ReasonCode,
     RunFilterIn,
     RunListQuery,
     RunRecord,
@@ -33,6 +32,7 @@ from gyoza.schema import (
 )
 from gyoza.server import indexfile
 from gyoza.server.indexfile import BucketState, IndexFile
+from gyoza.server.runfilters import filter_conditions, list_conditions
 
 # The newest version of a run this index holds, or has seen deleted.
 _HELD_REVISION = (
@@ -61,8 +61,6 @@ RUN_WRITES_PER_COMMIT = 256
 # The API views of the runs indexed last, by revision: the reply to a request that just wrote them reuses the JSON
 # the index built instead of building it again (``run_body``). ~1 KB each.
 RECENT_BODIES = 8192
-_EQUALITY_FILTERS = ("op_definition", "image", "topic", "worker_id")
-_CREATED_FILTERS = {"created_gte": ">=", "created_gt": ">", "created_lte": "<=", "created_lt": "<"}
 
 
 class QueryIndex:
@@ -170,7 +168,7 @@ class QueryIndex:
 
     def list_runs(self, query: RunListQuery) -> tuple[list[str], bool]:
         """Runs newest first, Stripe-style cursors. Returns (JSON bodies, has_more)."""
-        where, params = _filters(query)
+        where, params = list_conditions(query)
         backwards = query.ending_before is not None
         cursor_id = query.ending_before if backwards else query.starting_after
         if cursor_id is not None:
@@ -222,7 +220,7 @@ class QueryIndex:
 
     def matching_run_ids(self, run_filter: RunFilterIn) -> list[str]:
         """Every run matching the filter (all its conditions), oldest first."""
-        where, params = _run_filter_clauses(
+        where, params = filter_conditions(
             run_filter.batch_id, run_filter.labels or {}, run_filter.state or [], run_filter.reason
         )
         sql = f"SELECT id FROM runs WHERE {' AND '.join(where) or '1'} ORDER BY created_at, id"
@@ -363,57 +361,3 @@ def _add_batch_columns(runs: sqlite_utils.db.Table) -> None:
     runs.add_column("batch_id", str)
     runs.add_column("labels", str)
     runs.create_index(["batch_id", "created_at", "id"])
-
-
-def _run_filter_clauses(
-    batch_id: str | None, labels: dict[str, str], states: list[RunState], reason: ReasonCode | None
-) -> tuple[list[str], list[Any]]:
-    """SQL conditions for the batch, label, state and reason filters (GET /runs and the bulk actions alike)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if batch_id is not None:
-        where.append("batch_id = ?")
-        params.append(batch_id)
-    for key, value in labels.items():
-        # Keys match LABEL_KEY_PATTERN (no quote or backslash), so the quoted JSON path is safe to build.
-        where.append(f"json_extract(labels, '$.\"{key}\"') = ?")
-        params.append(value)
-    if states:
-        where.append(f"state IN ({', '.join('?' * len(states))})")
-        params += [s.value for s in states]
-    if reason is not None:
-        where.append("json_extract(body, '$.state_reason.code') = ?")
-        params.append(reason.value)
-    return where, params
-
-
-def _label_pairs(filters: list[str] | None) -> dict[str, str]:
-    """``k:v`` filters as {k: v}; the same key twice keeps both conditions apart by failing to match (AND)."""
-    pairs: dict[str, str] = {}
-    for item in filters or []:
-        key, _, value = item.partition(":")
-        if pairs.get(key, value) != value:
-            pairs[key] = "\x00"  # no label value holds a NUL: two different values for one key match nothing
-        else:
-            pairs[key] = value
-    return pairs
-
-
-def _filters(query: RunListQuery) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if query.state:
-        where.append(f"state IN ({', '.join('?' * len(query.state))})")
-        params += [s.value for s in query.state]
-    for column in _EQUALITY_FILTERS:
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    for field, op in _CREATED_FILTERS.items():
-        value = getattr(query, field)
-        if value is not None:
-            where.append(f"created_at {op} ?")
-            params.append(value)
-    more, more_params = _run_filter_clauses(query.batch_id, _label_pairs(query.label), [], None)
-    return where + more, params + more_params
