@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gyoza.schema.retention import Retention, parse_retention
 
 ENV_PREFIX = "GYOZA_"
 CONFIG_FILE = "config.json"
@@ -40,6 +42,18 @@ class Settings(BaseModel):
     webhook_backoff: float = Field(default=2.0, gt=0, le=300)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    # How long finished runs are kept, by state (docs/operations.md): ``completed=7d,failed=30d``; empty: forever.
+    retention: str = ""
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_parses(cls, value: str) -> str:
+        parse_retention(value)
+        return value
+
+    @property
+    def retention_default(self) -> Retention:
+        return parse_retention(self.retention)
 
     @classmethod
     def load(cls, **flags: Any) -> Settings:

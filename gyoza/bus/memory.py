@@ -61,6 +61,7 @@ class _Entry:
     value: bytes | None
     revision: int
     written_at: float
+    expires_at: float | None = None  # a write's TTL (``update(..., ttl_s=)``), on the bucket's clock
 
 
 class MemoryBucket:
@@ -80,15 +81,29 @@ class MemoryBucket:
         if entry is not None and self._max_age_s and self._clock() - entry.written_at >= self._max_age_s:
             del self._entries[key]
             return None
+        if entry is not None and entry.expires_at is not None and self._clock() >= entry.expires_at:
+            self._put(key, None, expired=True)  # JetStream's delete marker for an expired message
+            return None
         return entry
 
-    def _put(self, key: str, value: bytes | None) -> int:
+    def _put(self, key: str, value: bytes | None, ttl_s: int | None = None, expired: bool = False) -> int:
         self._sequence += 1
-        self._entries[key] = _Entry(value, self._sequence, self._clock())
-        change = KeyChange(key, value, self._sequence)
+        now = self._clock()
+        self._entries[key] = _Entry(value, self._sequence, now, None if ttl_s is None else now + ttl_s)
+        if ttl_s is not None:  # watchers hear of the expiry when it is due, as from the server's marker
+            asyncio.get_running_loop().call_later(ttl_s, self._expire_when_due, key, self._sequence)
+        change = KeyChange(key, value, self._sequence, expired)
         for queue in self._watchers:
             queue.put_nowait(change)
         return self._sequence
+
+    def _expire_when_due(self, key: str, revision: int) -> None:
+        entry = self._entries.get(key)
+        if entry is None or entry.revision != revision or entry.expires_at is None:
+            return  # written again since: that write decides
+        if self._live(key) is not None:  # not due yet on the bucket's clock: look again when it should be
+            delay = max(entry.expires_at - self._clock(), 0.01)
+            asyncio.get_running_loop().call_later(delay, self._expire_when_due, key, revision)
 
     async def get(self, key: str) -> tuple[bytes, int]:
         await _round_trip()
@@ -113,12 +128,12 @@ class MemoryBucket:
             results.append(RecordExists(key) if exists else self._put(key, value))
         return results
 
-    async def update(self, key: str, value: bytes, last: int) -> int:
+    async def update(self, key: str, value: bytes, last: int, ttl_s: int | None = None) -> int:
         await _round_trip()
         entry = self._live(key)
         if last <= 0 or entry is None or entry.revision != last:
             raise Conflict(f"{key} changed concurrently")
-        return self._put(key, value)
+        return self._put(key, value, None if ttl_s is None else max(1, ttl_s))
 
     async def delete(self, key: str, last: int | None = None) -> None:
         await _round_trip()

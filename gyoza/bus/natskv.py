@@ -45,7 +45,21 @@ class NatsBucket:
             try:
                 return int(await self._kv.create(key, value))
             except nats.js.errors.KeyWrongLastSequenceError:
-                raise RecordExists(key) from None
+                return await self._create_over_marker(key, value)
+
+    async def _create_over_marker(self, key: str, value: bytes) -> int:
+        """``kv.create`` writes over a client's delete but not over the marker the server leaves when a key's TTL is
+        over (an empty message nats-py reads as a value of None): that is a missing key too."""
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:  # the marker itself expired meanwhile
+            return int(await self._kv.create(key, value))
+        if entry.value is not None:
+            raise RecordExists(key)
+        try:
+            return await self.update(key, value, int(entry.revision or 0))
+        except Conflict:
+            raise RecordExists(key) from None
 
     async def create_many(self, items: Sequence[tuple[str, bytes]]) -> list[int | RecordExists]:
         """Pipelined creates: a write expecting "no message yet" on each key's subject, as ``kv.create`` sends."""
@@ -70,14 +84,29 @@ class NatsBucket:
         except RecordExists as exists:
             return exists
 
-    async def update(self, key: str, value: bytes, last: int) -> int:
+    async def update(self, key: str, value: bytes, last: int, ttl_s: int | None = None) -> int:
         if last <= 0:  # nats-py reads a falsy ``last`` as "no condition"; a real revision is always >= 1
             raise Conflict(f"{key}: no revision {last}")
+        if ttl_s is not None:
+            return await self._update_expiring(key, value, last, ttl_s)
         with translate_errors():
             try:
                 return int(await self._kv.update(key, value, last=last))
             except nats.js.errors.KeyWrongLastSequenceError:
                 raise Conflict(f"{key} changed concurrently") from None
+
+    async def _update_expiring(self, key: str, value: bytes, last: int, ttl_s: int) -> int:
+        """``kv.update`` with a ``Nats-TTL``: the same conditional publish, which nats-py's KV offers only for a
+        create."""
+        expect = {"Nats-Expected-Last-Subject-Sequence": str(last)}
+        with translate_errors():
+            try:
+                ack = await self._js.publish(self._subject_prefix + key, value, headers=expect, msg_ttl=max(1, ttl_s))
+            except nats.js.errors.APIError as refused:
+                if refused.err_code in _WRONG_LAST_SEQUENCE:
+                    raise Conflict(f"{key} changed concurrently") from None
+                raise
+        return int(ack.seq)
 
     async def delete(self, key: str, last: int | None = None) -> None:
         if last is not None and last <= 0:  # as in ``update``: nats-py reads a falsy ``last`` as no condition
@@ -118,7 +147,9 @@ class NatsBucket:
                     yield INITIAL_VALUES_DONE
                     continue
                 deleted = entry.operation in ("DEL", "PURGE")
-                yield KeyChange(entry.key, None if deleted else entry.value, int(entry.revision or 0))
+                # nats-py reports the server's expiry marker as a PURGE; Gyoza itself only ever deletes keys.
+                expired = entry.operation == "PURGE"
+                yield KeyChange(entry.key, None if deleted else entry.value, int(entry.revision or 0), expired)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
@@ -162,5 +193,7 @@ def _key_change(prefix: str, msg: Msg) -> KeyChange:
     """A stream message of a KV bucket as a change: a client's delete/purge (``KV-Operation``) or a server's
     marker (``Nats-Marker-Reason``, nats-server 2.11+) is a deletion."""
     headers = msg.headers or {}
-    deleted = headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
-    return KeyChange(msg.subject[len(prefix) :], None if deleted else msg.data, int(msg.metadata.sequence.stream))
+    expired = headers.get("KV-Operation") == "PURGE" or headers.get("Nats-Marker-Reason") in ("MaxAge", "Purge")
+    deleted = expired or headers.get("KV-Operation") == "DEL" or "Nats-Marker-Reason" in headers
+    key, revision = msg.subject[len(prefix) :], int(msg.metadata.sequence.stream)
+    return KeyChange(key, None if deleted else msg.data, revision, expired)

@@ -26,11 +26,13 @@ class RecordExists(Exception):
 
 @dataclass(frozen=True)
 class KeyChange:
-    """One entry of a bucket watch: ``value`` is None when the key was deleted or purged."""
+    """One entry of a bucket watch: ``value`` is None when the key was deleted or purged; ``expired`` when the
+    store removed it itself (a write's TTL, the bucket's max age), not a client's delete."""
 
     key: str
     value: bytes | None
     revision: int
+    expired: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,10 @@ class Bucket(Protocol):
         ``RecordExists`` it met. ``Unavailable`` as for ``create`` (some items may have been written then)."""
         ...
 
-    async def update(self, key: str, value: bytes, last: int) -> int:
-        """Write only if ``last`` is the key's latest revision; ``gyoza.errors.Conflict`` otherwise."""
+    async def update(self, key: str, value: bytes, last: int, ttl_s: int | None = None) -> int:
+        """Write only if ``last`` is the key's latest revision; ``gyoza.errors.Conflict`` otherwise. With
+        ``ttl_s``, the store removes the key that many seconds later unless it was written again meanwhile (a
+        watch then sees it deleted, with ``expired`` set); the bucket must allow per-message TTLs."""
         ...
 
     async def delete(self, key: str, last: int | None = None) -> None:

@@ -42,11 +42,17 @@ class RecordStore(Generic[M]):
     very record it wrote instead of parsing the bytes again (every process follows the runs bucket, so each write
     came back to its writer as a full parse). The records are the same only if the bytes are, and nobody changes a
     record once written: a change is always made on a fresh decode, inside ``mutate``.
+
+    ``ttl_of`` gives each written version its TTL in seconds (None: kept until written again), so that the store
+    removes, say, a finished run when its retention is over (``gyoza.core.retention``).
     """
 
-    def __init__(self, bucket: Bucket, model: type[M], remember: int = 0) -> None:
+    def __init__(
+        self, bucket: Bucket, model: type[M], remember: int = 0, ttl_of: Callable[[M], int | None] | None = None
+    ) -> None:
         self.bucket = bucket
         self.model = model
+        self._ttl_of = ttl_of
         self._remember = remember
         self._recent: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self._sent: OrderedDict[str, tuple[bytes, M]] = OrderedDict()
@@ -116,7 +122,8 @@ class RecordStore(Generic[M]):
         raw = record.model_dump_json().encode()
         self._sending(key, raw, record)
         try:
-            written = await self.bucket.update(key, raw, revision)
+            ttl_s = None if self._ttl_of is None else self._ttl_of(record)
+            written = await self.bucket.update(key, raw, revision, ttl_s)
         except BaseException:
             self._recent.pop(key, None)
             self._sent.pop(key, None)

@@ -37,6 +37,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    Retention,
     RetryPolicy,
     Role,
     RunBatch,
@@ -183,9 +184,10 @@ def create_run(
     tags: list[str] | None = None,
     env: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    retention: Retention | Mapping[str, Any] | None = None,
 ) -> Call[OpRun]:
     """A run of a definition. The overrides (None: the definition's) combine as the server says: ``constraints``
-    and ``retry_policy`` change only the fields given, ``env`` adds to the definition's, ``tags`` and
+    ``retry_policy`` and ``retention`` change only the fields given, ``env`` adds to the definition's, ``tags`` and
     ``timeout_seconds`` replace them."""
     body: dict[str, Any] = {"inputs": dict(inputs or {})}
     given = {
@@ -193,6 +195,7 @@ def create_run(
         "env": None if env is None else dict(env), "labels": None if labels is None else dict(labels),
         "constraints": None if constraints is None else _body(constraints),
         "retry_policy": None if retry_policy is None else _body(retry_policy),
+        "retention": None if retention is None else _body(retention),
     }  # fmt: skip
     body.update({k: v for k, v in given.items() if v is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -63,6 +63,8 @@ def _run_view(record: RunRecord) -> OpRun:
         output_specs=record.output_specs,
         event_delivery=record.event_delivery,
         webhooks=record.webhooks,  # their secrets are undeclared fields: known_fields leaves them out
+        retention=record.retention,
+        expires_at=record.expires_at,
         state=attempt.state,
         state_reason=attempt.state_reason,
         progress=attempt.progress,

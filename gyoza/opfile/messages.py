@@ -12,7 +12,15 @@ from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from gyoza.opfile.model import BuildSpec
-from gyoza.schema import Constraints, EventDelivery, InputSpec, OpDefinitionIn, OutputSpec, RetryPolicy
+from gyoza.schema import (
+    Constraints,
+    EventDelivery,
+    InputSpec,
+    OpDefinitionIn,
+    OutputSpec,
+    Retention,
+    RetryPolicy,
+)
 
 _EXPECTED = {
     "string_type": "a string",
@@ -52,7 +60,9 @@ def _known_fields(*models: type[BaseModel]) -> list[str]:
 
 
 _FIELDS = [
-    *_known_fields(OpDefinitionIn, InputSpec, OutputSpec, Constraints, RetryPolicy, EventDelivery, BuildSpec),
+    *_known_fields(
+        OpDefinitionIn, InputSpec, OutputSpec, Constraints, RetryPolicy, EventDelivery, Retention, BuildSpec
+    ),
     "build",
 ]
 

@@ -85,6 +85,7 @@ from gyoza.schema.keys import (
     KeyScope,
     Role,
 )
+from gyoza.schema.retention import DURATION_PATTERN, FOREVER, Duration, Retention, duration_seconds, parse_retention
 from gyoza.schema.runs import (
     AdHocRunIn,
     Attempt,
@@ -159,6 +160,8 @@ __all__ = [
     "BATCH_ID_PATTERN",
     # webhooks (gyoza.schema.webhooks)
     "DEFAULT_WEBHOOK_EVENTS",
+    "DURATION_PATTERN",
+    "FOREVER",
     "IDEMPOTENCY_KEY_PATTERN",
     "KEY_ID_PATTERN",
     "MAX_BATCH_RUNS",
@@ -195,6 +198,7 @@ __all__ = [
     "DeliveryList",
     "DeliveryLogEntry",
     "DeliveryState",
+    "Duration",
     "EnvName",
     "ErrorBody",
     "ErrorInfo",
@@ -237,6 +241,7 @@ __all__ = [
     "ReasonCode",
     "Record",
     "ResourceAmounts",
+    "Retention",
     "RetryPolicy",
     "Role",
     "RunBatch",
@@ -278,6 +283,8 @@ __all__ = [
     "WorkerRunRef",
     "WorkerStatus",
     "WorkerView",
+    "duration_seconds",
     "known_fields",
+    "parse_retention",
     "validation_problems",
 ]

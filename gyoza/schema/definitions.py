@@ -22,6 +22,7 @@ from gyoza.schema._base import (
     known_fields,
 )
 from gyoza.schema.enums import FailureReason, ValueType
+from gyoza.schema.retention import Retention
 from gyoza.schema.webhooks import Webhook, Webhooks
 
 
@@ -82,6 +83,7 @@ class RunTemplate(Input):
     output_specs: dict[str, OutputSpec] | None = None
     event_delivery: EventDelivery | None = None
     webhooks: Webhooks = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
 
 
 class OpDefinitionIn(RunTemplate):
@@ -111,6 +113,7 @@ class OpDefinition(StoredRecord):
     env: dict[str, str] = Field(default_factory=dict)
     event_delivery: EventDelivery | None = None
     webhooks: list[Webhook] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
     created_at: datetime
 
     def content(self) -> dict[str, Any]:

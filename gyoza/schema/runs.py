@@ -26,6 +26,7 @@ from gyoza.schema._base import (
 )
 from gyoza.schema.definitions import Constraints, EventDelivery, OutputSpec, RetryPolicy, RunTemplate
 from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
+from gyoza.schema.retention import Retention
 from gyoza.schema.webhooks import Webhook, Webhooks
 
 # Labels: a few key/value strings a user attaches to runs to find and act on them together (GET /runs?label=k:v,
@@ -64,6 +65,7 @@ class RunOverrides(Input):
     tags: Annotated[list[Tag], Field(max_length=64)] | None = None
     env: dict[EnvName, Text] | None = None
     webhooks: Webhooks | None = None
+    retention: Retention | None = None
 
 
 class RunFromDefinitionIn(RunOverrides):
@@ -155,6 +157,9 @@ class RunRecord(StoredRecord):
     output_specs: dict[str, OutputSpec] | None = None
     event_delivery: EventDelivery | None = None
     webhooks: list[Webhook] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
+    # When JetStream removes the run (its finishing write's TTL); None while unfinished or kept forever.
+    expires_at: datetime | None = None
     idempotency_key: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     # The batch request that created the run (POST .../runs/batch), None for a run created alone.
@@ -193,6 +198,8 @@ class OpRun(Record):
     output_specs: dict[str, OutputSpec] | None
     event_delivery: EventDelivery | None
     webhooks: list[Webhook] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
+    expires_at: datetime | None = None
     state: RunState
     state_reason: StateReason
     progress: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from gyoza.server.index import QueryIndex
 from gyoza.server.indexfile import BucketState, IndexFile
 from gyoza.server.watch import BucketFollower, IndexedRuns
 from gyoza.services.definitions import DefinitionService
+from gyoza.services.expiry import ExpiredRunCleaner
 from gyoza.services.feed import RunFeed
 from gyoza.services.fleet import FleetService, WorkerReports
 from gyoza.services.keys import KeyRing, KeyService
@@ -57,12 +59,14 @@ class ServerContext:
     webhooks: WebhookQueue
     webhook_deliverer: WebhookDeliverer
     keys: KeyService  # scoped API keys (docs/keys.md) and the watch that feeds the auth's cache of them
+    expired_runs: ExpiredRunCleaner
     reports: WorkerReports | None = None
     log_reports: LogReports | None = None
 
     async def close(self) -> None:
         await self.keys.stop()
         await self.webhook_deliverer.stop()
+        await self.expired_runs.stop()
         if self.log_reports is not None:
             await self.log_reports.stop()
         if self.reports is not None:
@@ -93,13 +97,15 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
     bus = await open_bus(settings)
     try:
         index = await open_index(settings, bus)
-        listener = IndexedRuns(index, bus.runs)
+        failures = TaskFailures()
+        # The logs of runs whose retention ended go on the scheduler's leader (``scheduler`` is bound below).
+        cleaner = ExpiredRunCleaner(bus, failures, leading=lambda: scheduler.is_leader)
+        listener = IndexedRuns(index, bus.runs, on_expired=cleaner.expired)
         definitions = DefinitionService(bus, observer=listener)
-        runs = RunService(bus, definitions, observer=listener)
+        runs = RunService(bus, definitions, observer=listener, retention=settings.retention_default)
         workers = WorkerService(bus)
         webhooks = WebhookQueue(bus, settings.webhook_max_attempts)
         topics = TopicFeed(bus, sinks=[webhooks])  # the run-event outbox: topic feeds and webhook queueing
-        failures = TaskFailures()
         keys = KeyService(bus, ring or KeyRing())
         await keys.follow(failures)
         scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
@@ -113,7 +119,9 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
         # From the older of where the index got to and where the topic outbox got to: the outbox (if this process
         # comes to lead it) must see every version past its cursor. Unfinished runs come from the index first.
         await feed.start(after=min(index.applied, await scheduler.lease.outbox_through()), seed=index.live_records())
+        listener.sweep_expired(time.time())
         await scheduler.start()
+        cleaner.start()
         reports = WorkerReports(bus, runs)  # NATS-mode workers' events, on every replica
         await reports.start()
         live_logs = LiveLogs(bus, runs)
@@ -127,7 +135,7 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
     return ServerContext(
         settings, bus, index, listener, definitions, runs, topics, FleetService(bus, workers), feed, follower,
         scheduler, failures, stream_hub, live_logs, RunStream(runs, live_logs, stream_hub), webhooks,
-        deliverer, keys, reports, log_reports,
+        deliverer, keys, cleaner, reports, log_reports,
     )  # fmt: skip
 
 

@@ -43,14 +43,17 @@ _TOMBSTONE = """
 INSERT INTO removed (id, revision) VALUES (?, ?)
 ON CONFLICT(id) DO UPDATE SET revision = max(revision, excluded.revision)
 """
+_DROP_RUN = "DELETE FROM runs WHERE id = ? AND revision <= ? RETURNING attempt"
+_DROP_EXPIRED = "DELETE FROM runs WHERE expires_at <= ? RETURNING id, attempt"
 _UPSERT_RUN = """
 INSERT INTO runs (id, created_at, state, op_definition, image, topic, worker_id, attempt, cpu, ram_mb, vram_mb,
-                  gpu_ids, revision, body, batch_id, labels, priority, record)
+                  gpu_ids, revision, body, batch_id, labels, priority, record, expires_at)
 VALUES (:id, :created_at, :state, :op_definition, :image, :topic, :worker_id, :attempt, :cpu, :ram_mb, :vram_mb,
-        :gpu_ids, :revision, :body, :batch_id, :labels, :priority, NULL)
+        :gpu_ids, :revision, :body, :batch_id, :labels, :priority, NULL, :expires_at)
 ON CONFLICT(id) DO UPDATE SET
   state = excluded.state, worker_id = excluded.worker_id, attempt = excluded.attempt, gpu_ids = excluded.gpu_ids,
-  revision = excluded.revision, body = excluded.body, priority = excluded.priority, record = NULL
+  revision = excluded.revision, body = excluded.body, priority = excluded.priority, record = NULL,
+  expires_at = excluded.expires_at
 WHERE excluded.revision > runs.revision
 """
 
@@ -145,15 +148,25 @@ class QueryIndex:
         if self._uncommitted >= RUN_WRITES_PER_COMMIT:
             self._commit()
 
-    def remove_run(self, run_id: str, revision: int) -> None:
+    def remove_run(self, run_id: str, revision: int) -> int | None:
         """The run is deleted, its last version at ``revision`` or older: drop its row, and keep a tombstone so
-        that a version up to ``revision`` still arriving (this server's delete can overtake the feed) is ignored."""
+        that a version up to ``revision`` still arriving (this server's delete can overtake the feed) is ignored.
+        Returns the number of attempts the dropped row had (None: no row was dropped)."""
         if not self.db.conn.in_transaction:
             self.db.conn.execute("BEGIN")
-        self.db.conn.execute("DELETE FROM runs WHERE id = ? AND revision <= ?", (run_id, revision))
+        dropped = self.db.conn.execute(_DROP_RUN, (run_id, revision)).fetchone()
         self.db.conn.execute(_TOMBSTONE, (run_id, revision))
         self._bodies.pop(run_id, None)
         self._uncommitted += 1
+        return None if dropped is None else int(dropped[0])
+
+    def drop_expired(self, now: float) -> list[tuple[str, int]]:
+        """Drop the runs whose retention ended by ``now`` (a Unix time): (run id, attempts) of each. A kept index
+        needs it at start: JetStream keeps the marker of an expiry only an hour, so a server stopped for longer
+        never hears of some of them."""
+        with self.db.conn:
+            rows = self.db.conn.execute(_DROP_EXPIRED, (now,)).fetchall()
+        return [(row[0], int(row[1])) for row in rows]
 
     def run_body(self, record: RunRecord, revision: int) -> str:
         """This version's API view as JSON: the one the index built for it, when it was among the last indexed."""
@@ -325,6 +338,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_runs_queue ON runs (priority DESC, created_at, id) WHERE state = 'PENDING'")
     runs.add_column("record", bytes)
     db.execute("CREATE INDEX idx_runs_live ON runs (id) WHERE record IS NOT NULL")
+    runs.add_column("expires_at", float)  # Unix time; NULL: kept until deleted
     db.table("removed").create({"id": str, "revision": int}, pk="id")
     db.table("definitions").create(
         {"name": str, "version": str, "created_at": float, "body": str}, pk=("name", "version")
@@ -353,6 +367,7 @@ def _run_row(record: RunRecord, revision: int) -> dict[str, Any]:
         "batch_id": record.batch_id,
         "labels": json.dumps(record.labels) if record.labels else None,
         "priority": record.priority,
+        "expires_at": record.expires_at.timestamp() if record.expires_at else None,
     }
 
 

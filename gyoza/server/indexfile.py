@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the tables or a row's columns change meaning; the API view's schema and the Gyoza version are part of
 # the format too, since rows hold that view's JSON.
-LAYOUT = 4
+LAYOUT = 5
 MAX_FILES = 1024
 
 

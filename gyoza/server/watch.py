@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # How long a GET /runs waits for this process's run feed to reach the writes acknowledged before it.
 CATCH_UP_TIMEOUT_S = 2.0
+# JetStream expires a run by the NATS server's clock, the sweep at start goes by this one: it drops a row only this
+# long after its expiry, so a clock running ahead does not hide a run that is still there (the marker of a recent
+# expiry is still in the stream, and the feed delivers it).
+SWEEP_GRACE_S = 60.0
 
 
 class IndexedRuns:
@@ -33,9 +37,11 @@ class IndexedRuns:
     versions the feed has yet to deliver.
     """
 
-    def __init__(self, index: QueryIndex, bucket: Bucket) -> None:
+    def __init__(self, index: QueryIndex, bucket: Bucket, on_expired: Callable[[str, int], None] | None = None) -> None:
+        """``on_expired(run_id, attempts)``: a run the store removed at the end of its retention."""
         self.index = index
         self.bucket = bucket
+        self.on_expired = on_expired
         self.assignment_waiters: dict[str, asyncio.Event] = {}
         self.position = index.applied  # a kept index holds every version up to there
         self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
@@ -44,10 +50,22 @@ class IndexedRuns:
         self.run_written(record, revision)
         self._advance(revision)
 
-    def forget(self, run_id: str, revision: int) -> None:
-        """The run feed's deletion of a run (at ``revision``)."""
-        self.run_deleted(run_id, revision)
+    def forget(self, run_id: str, revision: int, expired: bool = False) -> None:
+        """The run feed's deletion of a run (at ``revision``); ``expired``: by the store, at the end of its
+        retention."""
+        attempts = self.index.remove_run(run_id, revision)
+        if expired and attempts is not None and self.on_expired is not None:
+            self.on_expired(run_id, attempts)
         self._advance(revision)
+
+    def sweep_expired(self, now: float) -> int:
+        """Drop the runs whose retention ended before ``now`` (Unix time) but whose expiry this index never heard
+        of (``QueryIndex.drop_expired``); call once the run feed's replay is in. Returns how many."""
+        expired = self.index.drop_expired(now - SWEEP_GRACE_S)
+        if self.on_expired is not None:
+            for run_id, attempts in expired:
+                self.on_expired(run_id, attempts)
+        return len(expired)
 
     def _advance(self, revision: int) -> None:
         self.position = max(self.position, revision)

@@ -40,8 +40,8 @@ class RecordKeeper(Protocol):
 
     def keep(self, record: RunRecord, raw: bytes, revision: int) -> None: ...
 
-    def forget(self, run_id: str, revision: int) -> None:
-        """The run was deleted at ``revision``."""
+    def forget(self, run_id: str, revision: int, expired: bool = False) -> None:
+        """The run was deleted at ``revision`` (``expired``: by the store, at the end of its retention)."""
         ...
 
 
@@ -93,7 +93,7 @@ class RunFeed:
             if change.value is not None:
                 await self._deliver(change.key, change.value, change.revision)
             elif self.keeper is not None:
-                self.keeper.forget(change.key, change.revision)
+                self.keeper.forget(change.key, change.revision, change.expired)
 
     async def _deliver(self, key: str, raw: bytes, revision: int) -> None:
         try:

@@ -1,11 +1,11 @@
 """Deleting finished runs: DELETE /runs/{id} and POST /runs/purge.
 
 A run goes with everything stored for it: each attempt's captured log (object store), its live log lines (the logs
-stream), the idempotency entry that points at it (so that the key, sent again, creates a new run rather than finding
-a missing one), and last the record itself, by compare-and-set on the revision that was checked to be finished. That
-order is the crash-safe one: a process dying half-way leaves the run in place, finished, and a repeated delete
-finishes the work; the record going first would leave logs no request could find again. Only finished runs are
-deleted: an active one is cancelled first, so no worker is left reporting on a run that no longer exists.
+stream), its webhook delivery log, the idempotency entry that points at it (so that the key, sent again, creates a new
+run rather than finding a missing one), and last the record itself, by compare-and-set on the revision that was checked
+to be finished. That order is the crash-safe one: a process dying half-way leaves the run in place, finished, and a
+repeated delete finishes the work; the record going first would leave logs no request could find again. Only finished
+runs are deleted: an active one is cancelled first, so no worker is left reporting on a run that no longer exists.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import contextlib
 from collections.abc import Sequence
 
 from gyoza.bus import names
+from gyoza.bus.port import Bus
 from gyoza.bus.records import RecordMissing
 from gyoza.errors import Conflict, InvalidTransition, RunNotFound, Unavailable
 from gyoza.schema import TERMINAL_STATES, RunRecord
+from gyoza.services import webhooks
 from gyoza.services.runs import RunService, idempotency_digest
 
 # A run changing between the check and the delete (a retry, say) is checked again, this many times.
@@ -65,9 +67,7 @@ class RunRemoval:
         return sum(await asyncio.gather(*(one(run_id) for run_id in run_ids)))
 
     async def _delete_belongings(self, record: RunRecord) -> None:
-        for attempt in record.attempts:
-            await self.bus.delete_object(f"{record.id}/{attempt.number}")
-        await self.bus.purge_subject(names.LOGS_STREAM, names.run_log_subjects(record.id))
+        await delete_logs(self.bus, record.id, len(record.attempts))
         if record.idempotency_key is not None:
             await self._release_idempotency_key(record.id, idempotency_digest(record.idempotency_key))
 
@@ -79,6 +79,15 @@ class RunRemoval:
         if entry.run_id == run_id:
             with contextlib.suppress(Conflict):  # rebound meanwhile: the key belongs to another run now
                 await self.runs.idempotency.delete(digest, last=revision)
+
+
+async def delete_logs(bus: Bus, run_id: str, attempts: int) -> None:
+    """Delete what is logged of a run: attempts 1 to ``attempts``' captured logs, its live log lines, its webhook
+    delivery log (each absent is fine, so a repeat is harmless)."""
+    for number in range(1, attempts + 1):
+        await bus.delete_object(f"{run_id}/{number}")
+    await bus.purge_subject(names.LOGS_STREAM, names.run_log_subjects(run_id))
+    await bus.purge_subject(webhooks.LOG_STREAM, webhooks.log_subject(run_id))
 
 
 def _check_finished(record: RunRecord) -> None:

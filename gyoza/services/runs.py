@@ -20,6 +20,7 @@ from gyoza.bus import names
 from gyoza.bus.port import Bus
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.core import statemachine as sm
+from gyoza.core.retention import stamp_expiry, ttl_seconds
 from gyoza.core.specs import resolve_inputs
 from gyoza.core.views import assignment, run_view
 from gyoza.errors import GyozaError, InvalidInputs, InvalidRequest, RunNotFound, Unavailable
@@ -30,6 +31,7 @@ from gyoza.schema import (
     FailureReason,
     IdempotencyEntry,
     OpDefinition,
+    Retention,
     RetryPolicy,
     RunFromDefinitionIn,
     RunOverrides,
@@ -58,11 +60,16 @@ class RunService:
         definitions: DefinitionService,
         observer: WriteObserver | None = None,
         clock: Callable[[], datetime] = utcnow,
+        retention: Retention | None = None,
     ) -> None:
         self.bus = bus
+        self.retention = retention or Retention()  # the server's default (``GYOZA_RETENTION``)
         # Remembering recent runs saves the read before most writes: a run's writes (assign, STARTED, COMPLETED,
-        # topic marks) mostly come from this process, right after its previous write.
-        self.store = RecordStore(bus.runs, RunRecord, remember=RECENT_RUNS)
+        # topic marks) mostly come from this process, right after its previous write. A finished run's writes carry
+        # its retention as TTL: JetStream removes the run when it is over.
+        self.store = RecordStore(
+            bus.runs, RunRecord, remember=RECENT_RUNS, ttl_of=lambda record: ttl_seconds(record, self.clock())
+        )
         self.idempotency = RecordStore(bus.idempotency, IdempotencyEntry)
         self.definitions = definitions
         self.observer = observer or NoObserver()
@@ -170,7 +177,7 @@ class RunService:
     ) -> tuple[RunRecord, bool]:
         """``change``, also saying whether the run changed (bulk actions count them)."""
         try:
-            record, revision, changed = await self.store.mutate(run_id, change)
+            record, revision, changed = await self.store.mutate(run_id, self._expiring(change))
         except RecordMissing:
             raise RunNotFound(f"no run with id {run_id!r}") from None
         if changed:
@@ -178,6 +185,15 @@ class RunService:
                 await self._request_scheduling(record, revision)
             self.observer.run_written(record, revision)
         return record, changed
+
+    def _expiring(self, change: Change) -> Change:
+        """``change``, with the changed record's ``expires_at`` matching the TTL its write gets."""
+
+        def stamped(record: RunRecord) -> RunRecord | None:
+            changed = change(record)
+            return None if changed is None else stamp_expiry(changed, self.retention, self.clock())
+
+        return stamped
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel; a RUNNING attempt gets a cancel request, which its worker hears at once (and, should that message
@@ -187,7 +203,9 @@ class RunService:
     async def cancel_reported(self, run_id: str) -> tuple[RunRecord, bool]:
         """``cancel``, also saying whether the run changed."""
         try:
-            record, revision, changed = await self.store.mutate(run_id, lambda r: sm.cancel(r, self.clock()))
+            record, revision, changed = await self.store.mutate(
+                run_id, self._expiring(lambda r: sm.cancel(r, self.clock()))
+            )
         except RecordMissing:
             raise RunNotFound(f"no run with id {run_id!r}") from None
         if changed:
@@ -323,6 +341,9 @@ def _with_overrides(template: RunTemplate, overrides: RunOverrides) -> RunTempla
         changes["timeout_seconds"] = overrides.timeout_seconds
     if overrides.webhooks:
         changes["webhooks"] = [*template.webhooks, *overrides.webhooks]
+    if overrides.retention is not None:
+        given = overrides.retention.model_dump(include=overrides.retention.model_fields_set)
+        changes["retention"] = Retention.model_validate(template.retention.model_dump() | given)
     return template.model_copy(update=changes)
 
 

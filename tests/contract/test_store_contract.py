@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from gyoza.bus import names
-from gyoza.bus.connection import open_bus
-from gyoza.bus.embedded import EmbeddedNats
-from gyoza.bus.memory import MemoryBus
 from gyoza.bus.port import INITIAL_VALUES_DONE, Bus, KeyChange, RecordExists, RecordMissing, RequestHandler
 from gyoza.bus.records import RecordStore
 from gyoza.core import statemachine as sm
@@ -25,7 +20,6 @@ from gyoza.schema import AdHocRunIn, RunState, WorkerEventIn
 from gyoza.services.clock import utcnow
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.runs import RunService
-from gyoza.settings import Settings
 
 RUN = {"image": "busybox", "constraints": {"cpu": 1, "ram_mb": 64}}
 
@@ -37,25 +31,6 @@ class Counter(BaseModel):
 def bump(record: Counter) -> Counter:
     record.count += 1
     return record
-
-
-@pytest.fixture(scope="module")
-async def contract_nats_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A nats-server of this module's own: no Gyoza server's scheduler acts on the runs created here."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("contract-nats"))
-    yield await server.start()
-    server.stop()
-
-
-@pytest.fixture(params=["memory", "nats"])
-async def bus(request: pytest.FixtureRequest, contract_nats_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
-    opened: Bus
-    if request.param == "memory":
-        opened = MemoryBus()
-    else:
-        opened = await open_bus(Settings(nats_url=contract_nats_url, data_dir=tmp_path / "gyoza"))
-    yield opened
-    await opened.close()
 
 
 def key() -> str:
