@@ -88,6 +88,14 @@ class KeyNotFound(NotFound):
     code = "KEY_NOT_FOUND"
 
 
+class SecretNotFound(NotFound):
+    code = "SECRET_NOT_FOUND"
+
+
+class RegistryNotFound(NotFound):
+    code = "REGISTRY_NOT_FOUND"
+
+
 class MethodNotAllowed(GyozaError):
     status = 405
     code = "METHOD_NOT_ALLOWED"

@@ -103,6 +103,7 @@ async def test_documented_query_parameters_are_accepted(
     ids = {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic", "batch_id": run["id"]}
     ids["delivery_id"] = "1-0"  # a webhook delivery: <event id>-<webhook index>
     ids["key_id"] = "0000000000000000"  # an API key id (docs/keys.md); no /keys operation takes a query
+    ids["registry"] = "registry.example"  # no /secrets or /registries operation takes a query either
     examples = {
         "limit": "5", "starting_after": run["id"], "ending_before": run["id"], "state": "RUNNING",
         "status": "RUNNING,PENDING", "op_definition": unique_name, "image": "alpine:3", "topic": "some-topic",

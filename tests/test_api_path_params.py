@@ -45,7 +45,8 @@ async def real_ids(client: httpx.AsyncClient, nats_url: str, unique_name: str) -
     ids = {"run_id": run["id"], "name": unique_name, "worker_id": worker, "topic": "some-topic"}
     key = await client.post("/keys", json={"name": "path-params", "role": "read"})  # an API key (docs/keys.md)
     assert key.status_code == 201, key.text
-    return ids | {"batch_id": batch.json()["batch_id"], "delivery_id": "1-0", "key_id": key.json()["id"]}
+    ids |= {"batch_id": batch.json()["batch_id"], "delivery_id": "1-0", "key_id": key.json()["id"]}
+    return ids | {"registry": "localhost:5000"}  # /secrets/{name} and /registries/{registry} (docs/secrets.md)
 
 
 def request_for(method: str, path: str) -> dict[str, Any]:
@@ -58,6 +59,10 @@ def request_for(method: str, path: str) -> dict[str, Any]:
         return {"params": {"attempt": 1, "worker_id": "w1"}, "content": b"logs\n"}
     if method == "PATCH":
         return {"json": {"priority": 7}}
+    if path == "/secrets/{name}":
+        return {"json": {"value": "walked"}} if method == "PUT" else {}
+    if path == "/registries/{registry}":
+        return {"json": {"username": "walker", "password": "walked"}} if method == "PUT" else {}
     if path == "/definitions/{name}/runs":
         return {"json": {"inputs": {"text": "hello"}}}
     if path == "/definitions/{name}/runs/batch":

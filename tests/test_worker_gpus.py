@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gyoza.schema import Assignment, Constraints
+from gyoza.schema import Assignment, Constraints, PullCredential
 from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture
 from gyoza.worker.runtimes.docker import container_options
@@ -96,7 +96,7 @@ class RecordingRuntime:
     def __init__(self) -> None:
         self.specs: list[LaunchSpec] = []
 
-    async def ensure_image(self, image: str) -> None:
+    async def ensure_image(self, image: str, login: PullCredential | None = None) -> None:
         return None
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> Any:

@@ -49,6 +49,7 @@ class NatsBus:
         self.leases = buckets[names.LEASES_BUCKET]
         self.idempotency = buckets[names.IDEMPOTENCY_BUCKET]
         self.keys = buckets[names.KEYS_BUCKET]
+        self.secrets = buckets[names.SECRETS_BUCKET]
         self._logs = logs
         self._embedded = embedded
         self.mode = "embedded" if embedded else "external"
@@ -142,7 +143,7 @@ class NatsBus:
 
 _BUCKETS = (
     names.DEFINITIONS_BUCKET, names.RUNS_BUCKET, names.WORKERS_BUCKET, names.LEASES_BUCKET, names.IDEMPOTENCY_BUCKET,
-    names.KEYS_BUCKET,
+    names.KEYS_BUCKET, names.SECRETS_BUCKET,
 )  # fmt: skip
 
 

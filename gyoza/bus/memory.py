@@ -250,6 +250,7 @@ class MemoryBus:
         self.leases = self._buckets[names.LEASES_BUCKET]
         self.idempotency = self._buckets[names.IDEMPOTENCY_BUCKET]
         self.keys = self._buckets[names.KEYS_BUCKET]
+        self.secrets = self._buckets[names.SECRETS_BUCKET]
         self._subscribers: list[tuple[str, MessageHandler]] = []
         self._servers: list[tuple[str, RequestHandler]] = []
         self._objects: dict[str, bytes] = {}

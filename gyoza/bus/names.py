@@ -1,5 +1,9 @@
 """Bucket, stream and subject names: a documented interface for operators (see broker/README.md)."""
 
+import re
+
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
 DEFINITIONS_BUCKET = "gyoza_definitions"
 RUNS_BUCKET = "gyoza_runs"
 WORKERS_BUCKET = "gyoza_workers"
@@ -7,6 +11,8 @@ LEASES_BUCKET = "gyoza_leases"
 IDEMPOTENCY_BUCKET = "gyoza_idempotency"
 # Scoped API keys (docs/keys.md): <key id> = ApiKeyRecord, hashes only.
 KEYS_BUCKET = "gyoza_keys"
+# Secrets (docs/secrets.md): secret.<name> = SecretRecord, registry.<escaped host> = RegistryCredential.
+SECRETS_BUCKET = "gyoza_secrets"
 LOGS_BUCKET = "gyoza_logs"
 
 RUN_REQUESTS_STREAM = "GYOZA_RUN_REQUESTS"
@@ -52,3 +58,8 @@ def log_reports_subject(worker_id: str) -> str:
 def run_log_subjects(run_id: str) -> str:
     """Every attempt's live log lines of one run."""
     return f"gyoza.logs.{run_id}.*"
+
+
+def key_token(text: str) -> str:
+    """``text`` as one KV key token: every character a token cannot hold written as ``=XX`` (``1.2`` -> ``1=2E2``)."""
+    return _UNSAFE_KEY_CHARS.sub(lambda m: f"={ord(m.group()):02X}", text)

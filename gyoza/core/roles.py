@@ -1,8 +1,9 @@
 """What each role of an API key may do (docs/keys.md): one table from every route to the role it needs.
 
 Pure: the server asks ``refusal`` before a route runs and gets None (allowed) or the sentence of its 403. ``admin``
-may do everything; ``read`` every GET but the keys'; ``submit`` what ``read`` may, plus creating runs (only of its
-definitions when it is limited to some, and then no ad hoc runs), cancel, retry, reprioritise and redeliver;
+may do everything; ``read`` every GET but the keys' and the secrets'; ``submit`` what ``read`` may, plus creating
+runs (only of its definitions when it is limited to some, and then no ad hoc runs), cancel, retry, reprioritise and
+redeliver;
 ``worker`` only what a REST worker sends (heartbeat, claim, events, logs), and only for the worker it is bound to.
 A route missing from ``ROUTES`` is refused to every key but admin (and a test fails on it).
 """
@@ -127,6 +128,13 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/keys"): ADMIN,
     ("GET", "/keys/<key_id>"): ADMIN,
     ("DELETE", "/keys/<key_id>"): ADMIN,
+    ("PUT", "/secrets/<name>"): ADMIN,
+    ("GET", "/secrets"): ADMIN,
+    ("GET", "/secrets/<name>"): ADMIN,
+    ("DELETE", "/secrets/<name>"): ADMIN,
+    ("PUT", "/registries/<registry>"): ADMIN,
+    ("GET", "/registries"): ADMIN,
+    ("DELETE", "/registries/<registry>"): ADMIN,
 }
 
 

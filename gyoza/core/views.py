@@ -65,6 +65,7 @@ def _run_view(record: RunRecord) -> OpRun:
         webhooks=record.webhooks,  # their secrets are undeclared fields: known_fields leaves them out
         retention=record.retention,
         expires_at=record.expires_at,
+        secrets=record.secrets,
         state=attempt.state,
         state_reason=attempt.state_reason,
         progress=attempt.progress,

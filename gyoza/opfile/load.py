@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from gyoza.core.specs import spec_problems
+from gyoza.errors import InvalidRequest
 from gyoza.opfile.messages import describe_error
 from gyoza.opfile.model import OPFILE_NAME, BuildSpec, OpFile, default_image
 from gyoza.schema import OpDefinitionIn
@@ -76,6 +77,9 @@ def parse_opfile(text: str, path: Path) -> OpFile:
         definition = OpDefinitionIn.model_validate_json(_as_json(data))
     except ValidationError as exc:
         problems += [describe_error(error) for error in exc.errors()]
+        raise OpFileError(path, problems) from None
+    except InvalidRequest as exc:  # a rule across fields (a name both in env and in secrets)
+        problems += [f"{p['field']}: {p['problem']}" for p in exc.details]
         raise OpFileError(path, problems) from None
     problems += [f"{p['field']}: {p['problem']}" for p in spec_problems(definition.input_specs)]
     if problems:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from gyoza.errors import InvalidRequest
 from gyoza.schema._base import (
     EnvName,
     Image,
@@ -23,6 +24,7 @@ from gyoza.schema._base import (
 )
 from gyoza.schema.enums import FailureReason, ValueType
 from gyoza.schema.retention import Retention
+from gyoza.schema.secrets import SecretName
 from gyoza.schema.webhooks import Webhook, Webhooks
 
 
@@ -84,6 +86,9 @@ class RunTemplate(Input):
     event_delivery: EventDelivery | None = None
     webhooks: Webhooks = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
+    # Environment variables whose values are secrets (``PUT /secrets/{name}``), by secret name: only the name is in
+    # the definition and its runs; the value reaches the worker an attempt is assigned to, nothing else.
+    secrets: Annotated[dict[EnvName, SecretName], Field(max_length=64)] = Field(default_factory=dict)
 
 
 class OpDefinitionIn(RunTemplate):
@@ -93,6 +98,14 @@ class OpDefinitionIn(RunTemplate):
     version: Version
     description: Annotated[str, Field(max_length=10_000)] = ""
     input_specs: dict[str, InputSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _secrets_apart_from_env(self) -> OpDefinitionIn:
+        both = sorted(set(self.secrets) & set(self.env))
+        if both:
+            problems = [{"field": f"secrets.{name}", "problem": "also set in env: give it one value"} for name in both]
+            raise InvalidRequest(f"{', '.join(both)}: both in env and in secrets", problems)
+        return self
 
 
 class OpDefinition(StoredRecord):
@@ -114,6 +127,7 @@ class OpDefinition(StoredRecord):
     event_delivery: EventDelivery | None = None
     webhooks: list[Webhook] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
+    secrets: dict[str, str] = Field(default_factory=dict)
     created_at: datetime
 
     def content(self) -> dict[str, Any]:

@@ -81,10 +81,20 @@ class RunFromDefinitionIn(RunOverrides):
     input_specs: SetByDefinition = Field(None, exclude=True)
     output_specs: SetByDefinition = Field(None, exclude=True)
     event_delivery: SetByDefinition = Field(None, exclude=True)
+    secrets: SetByDefinition = Field(None, exclude=True)
+
+
+def _only_in_definitions(value: Any) -> Any:
+    raise PydanticCustomError(
+        "secrets_need_a_definition",
+        "secrets are given by definitions only (an admin deploys one that names them); an ad hoc run has none",
+    )
 
 
 class AdHocRunIn(RunTemplate):
     """POST /runs."""
+
+    secrets: SkipJsonSchema[Annotated[Any, AfterValidator(_only_in_definitions)]] = Field(None, exclude=True)
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = 5
@@ -158,6 +168,7 @@ class RunRecord(StoredRecord):
     event_delivery: EventDelivery | None = None
     webhooks: list[Webhook] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
+    secrets: dict[str, str] = Field(default_factory=dict)  # env name -> secret name (never a value)
     # When JetStream removes the run (its finishing write's TTL); None while unfinished or kept forever.
     expires_at: datetime | None = None
     idempotency_key: str | None = None
@@ -200,6 +211,7 @@ class OpRun(Record):
     webhooks: list[Webhook] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
     expires_at: datetime | None = None
+    secrets: dict[str, str] = Field(default_factory=dict)
     state: RunState
     state_reason: StateReason
     progress: int

@@ -12,6 +12,7 @@ from gyoza.schema._base import Input, Part, Record, StoredRecord, Tag
 from gyoza.schema.definitions import Constraints, OutputSpec
 from gyoza.schema.enums import RunState
 from gyoza.schema.runs import WorkerEventIn
+from gyoza.schema.secrets import PullCredential
 
 # Run ids are UUIDs (they reach KV keys): the whole id must match.
 RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -138,6 +139,12 @@ class Assignment(Record):
     op_definition: str | None
     definition_version: str | None
     output_specs: dict[str, OutputSpec] | None
+    # Released for this attempt only (docs/secrets.md): the values of the run's secrets, by environment variable,
+    # which the worker also masks in the captured log; or why they could not be (the worker then fails the attempt
+    # with it, starting nothing). And the login for the image's registry, when one is stored.
+    secret_env: dict[str, str] = Field(default_factory=dict, repr=False)
+    secret_error: str | None = None
+    pull_credential: PullCredential | None = None
 
 
 class AssignmentList(Record):

@@ -25,6 +25,7 @@ from gyoza.server.routes import (
     meta,
     queue,
     runs,
+    secrets,
     streams,
     topics,
     ui,
@@ -83,7 +84,7 @@ def create_app(settings: Settings) -> Quart:
     # Quart's way to put ASGI middleware between the server and the app.
     app.asgi_app = BoundedBodies(app.asgi_app, has_key, body_limit)  # type: ignore[method-assign]
     _register_request_checks(app, has_key, authenticator, sessions)
-    blueprints = (meta, docs, ui, definitions, runs, batches, queue, streams, webhooks, topics, workers, keys)
+    blueprints = (meta, docs, ui, definitions, runs, batches, queue, streams, webhooks, topics, workers, keys, secrets)
     for blueprint in (module.blueprint for module in blueprints):
         app.register_blueprint(blueprint)
 

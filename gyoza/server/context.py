@@ -25,6 +25,7 @@ from gyoza.services.keys import KeyRing, KeyService
 from gyoza.services.livelogs import LiveLogs, LogReports
 from gyoza.services.livestreams import RunStream
 from gyoza.services.runs import RunService
+from gyoza.services.secrets import SecretService
 from gyoza.services.streams import StreamHub
 from gyoza.services.topics import TopicFeed
 from gyoza.services.webhook_delivery import WebhookDeliverer
@@ -60,6 +61,7 @@ class ServerContext:
     webhook_deliverer: WebhookDeliverer
     keys: KeyService  # scoped API keys (docs/keys.md) and the watch that feeds the auth's cache of them
     expired_runs: ExpiredRunCleaner
+    secrets: SecretService
     reports: WorkerReports | None = None
     log_reports: LogReports | None = None
 
@@ -67,6 +69,7 @@ class ServerContext:
         await self.keys.stop()
         await self.webhook_deliverer.stop()
         await self.expired_runs.stop()
+        await self.secrets.stop()
         if self.log_reports is not None:
             await self.log_reports.stop()
         if self.reports is not None:
@@ -102,7 +105,9 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
         cleaner = ExpiredRunCleaner(bus, failures, leading=lambda: scheduler.is_leader)
         listener = IndexedRuns(index, bus.runs, on_expired=cleaner.expired)
         definitions = DefinitionService(bus, observer=listener)
-        runs = RunService(bus, definitions, observer=listener, retention=settings.retention_default)
+        secrets = SecretService(bus)
+        await secrets.follow(failures)  # the cache a release reads: assignments carry the values
+        runs = RunService(bus, definitions, observer=listener, retention=settings.retention_default, secrets=secrets)
         workers = WorkerService(bus)
         webhooks = WebhookQueue(bus, settings.webhook_max_attempts)
         topics = TopicFeed(bus, sinks=[webhooks])  # the run-event outbox: topic feeds and webhook queueing
@@ -135,7 +140,7 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
     return ServerContext(
         settings, bus, index, listener, definitions, runs, topics, FleetService(bus, workers), feed, follower,
         scheduler, failures, stream_hub, live_logs, RunStream(runs, live_logs, stream_hub), webhooks,
-        deliverer, keys, cleaner, reports, log_reports,
+        deliverer, keys, cleaner, secrets, reports, log_reports,
     )  # fmt: skip
 
 

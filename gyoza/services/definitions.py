@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import ValidationError
 
+from gyoza.bus import names
 from gyoza.bus.port import INITIAL_VALUES_DONE, Bus, KeyChange
 from gyoza.bus.records import RecordExists, RecordMissing, RecordStore
 from gyoza.core.specs import spec_problems
@@ -34,13 +34,10 @@ from gyoza.supervision import TaskFailures, stop_task, supervised
 
 log = logging.getLogger(__name__)
 
-_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-
 
 def version_key(name: str, version: str) -> str:
-    """``name.version`` with every character a KV key token cannot hold written as ``=XX`` (``1.2`` -> ``1=2E2``)."""
-    escaped = _UNSAFE_KEY_CHARS.sub(lambda m: f"={ord(m.group()):02X}", version)
-    return f"{name}.{escaped}"
+    """``name.version``, the version as one KV key token (``1.2`` -> ``1=2E2``)."""
+    return f"{name}.{names.key_token(version)}"
 
 
 class DefinitionService:

@@ -46,6 +46,7 @@ from gyoza.schema import (
 from gyoza.services.clock import utcnow
 from gyoza.services.definitions import DefinitionService
 from gyoza.services.observer import NoObserver, WriteObserver
+from gyoza.services.secrets import SecretService
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class RunService:
         observer: WriteObserver | None = None,
         clock: Callable[[], datetime] = utcnow,
         retention: Retention | None = None,
+        secrets: SecretService | None = None,
     ) -> None:
         self.bus = bus
+        self.secrets = secrets  # releases a run's secrets into the assignment pushed to its worker
         self.retention = retention or Retention()  # the server's default (``GYOZA_RETENTION``)
         # Remembering recent runs saves the read before most writes: a run's writes (assign, STARTED, COMPLETED,
         # topic marks) mostly come from this process, right after its previous write. A finished run's writes carry
@@ -254,7 +257,10 @@ class RunService:
         except RecordMissing:
             raise RunNotFound(f"no run with id {run_id!r}") from None
         self.observer.run_written(record, revision)
-        await self._tell_worker(worker_id, assignment(run_view(record)).model_dump_json().encode(), "assignment")
+        told = assignment(run_view(record))
+        if self.secrets is not None:
+            told = await self.secrets.release(told, record.secrets)
+        await self._tell_worker(worker_id, told.model_dump_json().encode(), "assignment")
         return record, revision
 
     async def unassign(self, run_id: str, attempt: int, message: str) -> RunRecord:

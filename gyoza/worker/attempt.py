@@ -27,8 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound, PayloadTooLarge
 from gyoza.op._contract import attempt_env
-from gyoza.schema import MAX_LOG_CHUNK_CHARS, Assignment, FailureReason, LogChunkIn, WorkerEventIn, WorkerEventType
+from gyoza.schema import Assignment, FailureReason, LogChunkIn, WorkerEventIn, WorkerEventType
 from gyoza.worker.iocontract import AttemptDir, ExitStatus, Outcome, parse_event_line
+from gyoza.worker.logchunks import log_chunks
 from gyoza.worker.runtimes.base import (
     TRUNCATED_MARKER,
     Execution,
@@ -143,9 +144,13 @@ class AttemptRunner:
 
     async def _run(self) -> None:
         a = self.assignment
+        if a.secret_error is not None:  # the server could not release a secret the op needs: start nothing
+            await self._report_outcome(Outcome("FAILED", reason=FailureReason.CONTAINER_ERROR, error=a.secret_error))
+            return
         self.dir.prepare(a.inputs)
+        self.logs.mask(a.secret_env.values())
         try:
-            await self.runtime.ensure_image(a.image)
+            await self.runtime.ensure_image(a.image, a.pull_credential)
         except ImageMissing as exc:
             await self._report_outcome(Outcome("FAILED", reason=FailureReason.IMAGE_NOT_FOUND, error=str(exc)))
             return
@@ -263,7 +268,7 @@ class AttemptRunner:
         async with self._ship_lock:
             lines, _, truncated = self.logs.since(self._shipped_lines)
             marker = truncated and not self._shipped_marker
-            for text, count in _chunks(lines, TRUNCATED_MARKER if marker else b""):
+            for text, count in log_chunks(lines, TRUNCATED_MARKER if marker else b""):
                 chunk = LogChunkIn(attempt=self.assignment.attempt, worker_id=self.settings.name,
                                    chunk=self._shipped_chunks + 1, text=text)  # fmt: skip
                 try:
@@ -375,28 +380,12 @@ class AttemptRunner:
     def _launch_spec(self) -> LaunchSpec:
         a = self.assignment
         io_dir = self.settings.container_io_dir or str(self.dir.path)
-        env = {**a.env, **attempt_env(a.run_id, a.attempt, a.op_definition or "", a.definition_version or "",
-                                      a.gpu_ids, io_dir)}  # fmt: skip
+        contract = attempt_env(
+            a.run_id, a.attempt, a.op_definition or "", a.definition_version or "", a.gpu_ids, io_dir
+        )
+        env = {**a.env, **a.secret_env, **contract}
         return LaunchSpec(
             run_id=a.run_id, attempt=a.attempt, worker_id=self.settings.name, image=a.image, command=a.command,
             env=env, cpu=a.constraints.cpu, ram_mb=a.constraints.ram_mb, gpu_ids=list(a.gpu_ids),
-            io_dir=self.dir.path,
+            io_dir=self.dir.path, secret_names=tuple(sorted(a.secret_env)), login=a.pull_credential,
         )  # fmt: skip
-
-
-def _chunks(lines: list[bytes], marker: bytes) -> list[tuple[str, int]]:
-    """(text, lines it completes) pieces of at most ``MAX_LOG_CHUNK_CHARS``; a longer line spans several pieces,
-    the last of which counts it. The truncation marker rides on the last piece."""
-    pieces: list[tuple[str, int]] = []
-    text, count = "", 0
-    for raw in lines:
-        line = raw.decode(errors="replace")
-        while len(text) + len(line) > MAX_LOG_CHUNK_CHARS:
-            room = MAX_LOG_CHUNK_CHARS - len(text)
-            pieces.append((text + line[:room], count))
-            text, count, line = "", 0, line[room:]
-        text, count = text + line, count + 1
-    text += marker.decode()
-    if text:
-        pieces.append((text, count))
-    return pieces

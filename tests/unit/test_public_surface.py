@@ -24,6 +24,8 @@ ERROR_TABLE = {
     "DefinitionNotFound": ("DEFINITION_NOT_FOUND", 404),
     "WorkerNotFound": ("WORKER_NOT_FOUND", 404),
     "KeyNotFound": ("KEY_NOT_FOUND", 404),
+    "SecretNotFound": ("SECRET_NOT_FOUND", 404),
+    "RegistryNotFound": ("REGISTRY_NOT_FOUND", 404),
     "MethodNotAllowed": ("METHOD_NOT_ALLOWED", 405),
     "Conflict": ("CONFLICT", 409),
     "InvalidTransition": ("INVALID_TRANSITION", 409),

@@ -19,9 +19,11 @@ from gyoza.schema import (
     IdempotencyEntry,
     LeaderLease,
     OpDefinition,
+    RegistryCredential,
     RunFromDefinitionIn,
     RunRecord,
     RunTemplate,
+    SecretRecord,
     StoredRecord,
     WorkerRecord,
     known_fields,
@@ -29,7 +31,10 @@ from gyoza.schema import (
 )
 from gyoza.services.runs import _with_overrides
 
-STORED = {RunRecord, OpDefinition, DefinitionPointer, WorkerRecord, IdempotencyEntry, LeaderLease, ApiKeyRecord}
+STORED = {
+    RunRecord, OpDefinition, DefinitionPointer, WorkerRecord, IdempotencyEntry, LeaderLease, ApiKeyRecord,
+    SecretRecord, RegistryCredential,
+}  # fmt: skip
 
 
 def _models_in(annotation: Any) -> set[type[BaseModel]]:

@@ -27,7 +27,7 @@ from gyoza.services.livelogs import LiveLogs
 from gyoza.services.livestreams import RunStream, until_terminal
 from gyoza.services.runs import RunService
 from gyoza.services.streams import Doorbells, StreamHub
-from gyoza.worker.attempt import _chunks
+from gyoza.worker.logchunks import log_chunks
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -188,11 +188,11 @@ def test_a_plan_notes_ids_and_finishes_at_the_end_item() -> None:
 
 def test_log_lines_are_cut_into_bounded_shipments_counting_whole_lines() -> None:
     lines = [b"a" * 10 + b"\n"] * 3
-    assert _chunks(lines, b"") == [("aaaaaaaaaa\n" * 3, 3)]
-    assert _chunks([], b"") == []
-    assert _chunks([], b"[cut]\n") == [("[cut]\n", 0)]
+    assert log_chunks(lines, b"") == [("aaaaaaaaaa\n" * 3, 3)]
+    assert log_chunks([], b"") == []
+    assert log_chunks([], b"[cut]\n") == [("[cut]\n", 0)]
     huge = b"x" * (MAX_LOG_CHUNK_CHARS * 2 + 5) + b"\n"
-    pieces = _chunks([b"first\n", huge], b"")
+    pieces = log_chunks([b"first\n", huge], b"")
     assert "".join(text for text, _ in pieces) == "first\n" + huge.decode()
     assert all(len(text) <= MAX_LOG_CHUNK_CHARS for text, _ in pieces)
     assert sum(count for _, count in pieces) == 2, "a line counts once, with its last piece"

@@ -3,6 +3,7 @@ image removed since (the engine client faked below the runtime: no Docker here).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import docker
 import docker.errors
 import pytest
 
+from gyoza.schema import PullCredential
 from gyoza.worker.runtimes.base import LaunchSpec, LogCapture
 from gyoza.worker.runtimes.docker import DockerRuntime
 
@@ -36,8 +38,9 @@ class FakeImages:
             raise docker.errors.ImageNotFound(f"no such image: {image}")
         return object()
 
-    def pull(self, image: str) -> object:
+    def pull(self, image: str, auth_config: dict[str, str] | None = None) -> object:
         self.engine.calls.append("images.pull")
+        self.engine.logins.append(auth_config)
         self.engine.images.add(image)
         return object()
 
@@ -57,6 +60,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.images: set[str] = {IMAGE}
         self.calls: list[str] = []
+        self.logins: list[dict[str, str] | None] = []
         self.containers = FakeContainers(self)
         self.images_api = FakeImages(self)
 
@@ -93,3 +97,15 @@ async def test_an_image_removed_since_is_pulled_again(engine: FakeEngine, tmp_pa
     engine.calls.clear()
     await attempt(runtime, tmp_path, 2)
     assert engine.calls == ["containers.create", "images.get", "images.pull", "containers.create"]
+
+
+async def test_a_registry_login_goes_with_every_pull_of_the_image(engine: FakeEngine, tmp_path: Path) -> None:
+    login = PullCredential(registry="ghcr.io", username="ci", password="p4ss")
+    runtime = DockerRuntime(pull="if-missing")
+    engine.images.clear()
+    await runtime.ensure_image(IMAGE, login)
+    engine.images.clear()  # removed before the create: pulled again, with the same login
+    await runtime.launch(replace(spec(tmp_path, 1), login=login), LogCapture())
+    assert engine.logins == [{"username": "ci", "password": "p4ss"}] * 2
+    await DockerRuntime(pull="always").ensure_image(IMAGE)
+    assert engine.logins[-1] is None  # no login stored for the registry: an anonymous pull

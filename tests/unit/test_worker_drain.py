@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gyoza.processes import Shutdown
-from gyoza.schema import Assignment, Constraints, HeartbeatReply, WorkerEventIn, WorkerResources
+from gyoza.schema import Assignment, Constraints, HeartbeatReply, PullCredential, WorkerEventIn, WorkerResources
 from gyoza.worker.agent import WorkerAgent
 from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.iocontract import ExitStatus
@@ -88,7 +88,7 @@ class Runtime:
         self.ops: list[Op] = []
         self.launched = asyncio.Event()
 
-    async def ensure_image(self, image: str) -> None:
+    async def ensure_image(self, image: str, login: PullCredential | None = None) -> None:
         """Nothing to pull."""
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> Op:

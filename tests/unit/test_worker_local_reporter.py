@@ -12,7 +12,7 @@ import pytest
 
 from gyoza.core import statemachine as sm
 from gyoza.opfile.trial import TerminalReporter
-from gyoza.schema import Assignment, Constraints, OutputSpec, ValueType
+from gyoza.schema import Assignment, Constraints, OutputSpec, PullCredential, ValueType
 from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchSpec, LogCapture
@@ -49,7 +49,7 @@ class Runtime:
     def __init__(self, events: list[dict[str, Any]], outputs: dict[str, Any]) -> None:
         self.events, self.outputs = events, outputs
 
-    async def ensure_image(self, image: str) -> None:
+    async def ensure_image(self, image: str, login: PullCredential | None = None) -> None:
         """Present."""
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> Op:

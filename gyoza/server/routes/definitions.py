@@ -40,6 +40,7 @@ class GetDefinitionQuery(BaseModel):
 async def deploy() -> Response:
     """Deploy a definition version: 201 new, 200 identical re-post, 409 different content for a stored version."""
     body = await read_body(OpDefinitionIn)
+    await ctx().secrets.check_named(body.secrets)
     definition, created = await ctx().definitions.deploy(body)
     return json_response(known_fields(definition), 201 if created else 200)
 

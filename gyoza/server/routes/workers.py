@@ -90,7 +90,9 @@ async def claim(worker_id: str) -> Response:
         waiter.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.wait(), remaining)
-    return json_response(AssignmentList(data=[assignment(OpRun.model_validate_json(b)) for b in bodies]))
+    views = [OpRun.model_validate_json(body) for body in bodies]
+    released = [await context.secrets.release(assignment(view), view.secrets) for view in views]
+    return json_response(AssignmentList(data=released))
 
 
 @blueprint.get("/workers")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from gyoza.schema import PullCredential
 from gyoza.worker.iocontract import ExitStatus
 
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
 STDOUT, STDERR = "stdout", "stderr"
 TRUNCATED_MARKER = b"\n[gyoza: log truncated at the per-attempt limit]\n"
+# What a secret's value is written as in a captured log.
+MASK = b"***"
 
 
 class ImageMissing(Exception):
@@ -36,6 +40,8 @@ class LaunchSpec:
     ram_mb: int
     gpu_ids: list[int]
     io_dir: Path
+    secret_names: tuple[str, ...] = ()  # the variables of ``env`` that hold secrets (a label names them)
+    login: PullCredential | None = None  # for pulling ``image`` again, should it be gone by the create
 
 
 class LogCapture:
@@ -45,19 +51,34 @@ class LogCapture:
         2025-06-01T12:00:01.654321Z stderr warning: no GPU
 
     The first ``limit`` bytes are kept, and the last stderr lines apart (for error messages). Appended to from
-    reader threads (Docker) or tasks (process), read from the event loop.
+    reader threads (Docker) or tasks (process), read from the event loop. The values of the attempt's secrets are
+    written ``***`` in every line kept (``mask``): each line is whole by then, so a value split across reads is
+    caught too.
     """
 
-    def __init__(self, limit: int = DEFAULT_LOG_LIMIT, tail_lines: int = 20) -> None:
+    def __init__(self, limit: int = DEFAULT_LOG_LIMIT, tail_lines: int = 20, masks: Iterable[str] = ()) -> None:
         self.limit = limit
+        self._lock = threading.Lock()
+        self._masks: list[bytes] = []
+        self.mask(masks)
         self._chunks: list[bytes] = []
         self._size = 0
         self._truncated = False
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._partial: dict[str, tuple[str, bytes]] = {}  # stream -> (stamp of its first byte, unfinished line)
         self._sealed = False
-        self._lock = threading.Lock()
         self.version = 0
+
+    def mask(self, values: Iterable[str]) -> None:
+        """Write ``***`` for these values in every line kept from now on (each line of a multi-line value too)."""
+        pieces = {line.encode() for value in values for line in value.splitlines() if line.strip()}
+        with self._lock:
+            self._masks = sorted(pieces | set(self._masks), key=len, reverse=True)  # the longest first
+
+    def _masked(self, line: bytes) -> bytes:
+        for value in self._masks:
+            line = line.replace(value, MASK)
+        return line
 
     def append(self, data: bytes, stderr: bool = False) -> None:
         """Bytes read from the op's stdout or stderr, in any chunking, stamped with the time they arrived."""
@@ -102,6 +123,7 @@ class LogCapture:
         self.version += 1
 
     def _keep(self, stamp: str, stream: str, line: bytes) -> None:
+        line = self._masked(line)
         if stream == STDERR and line.strip():
             self._stderr_tail.append(line.decode(errors="replace"))
         record = b"%s %s %s\n" % (stamp.encode(), stream.encode(), line)
@@ -132,7 +154,7 @@ class LogCapture:
         with self._lock:
             lines = list(self._stderr_tail)
             if STDERR in self._partial and self._partial[STDERR][1].strip():
-                lines.append(self._partial[STDERR][1].decode(errors="replace"))
+                lines.append(self._masked(self._partial[STDERR][1]).decode(errors="replace"))
         return "\n".join(lines[-(self._stderr_tail.maxlen or len(lines)) :])
 
 
@@ -168,7 +190,9 @@ class Orphan:
 
 
 class Runtime(Protocol):
-    async def ensure_image(self, image: str) -> None: ...
+    async def ensure_image(self, image: str, login: PullCredential | None = None) -> None:
+        """Have ``image`` here, pulling it as the policy says (with ``login`` for its registry, if given)."""
+        ...
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> Execution: ...
 

@@ -26,6 +26,7 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from gyoza.op._contract import CONTAINER_IO_DIR
+from gyoza.schema import PullCredential
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import (
     STDERR,
@@ -39,6 +40,9 @@ from gyoza.worker.runtimes.base import (
 )
 
 LABEL_RUN, LABEL_ATTEMPT, LABEL_WORKER = "gyoza.run_id", "gyoza.attempt", "gyoza.worker_id"
+# Which environment variables hold secrets (names only): a later life of the worker that adopts the container reads
+# their values back from it, to go on masking them in the log.
+LABEL_SECRETS = "gyoza.secret_env"
 STDERR_TAIL_LINES = 20
 # Every running container holds a few engine connections (its wait and two log streams): room for many at once.
 MAX_ENGINE_CONNECTIONS = 256
@@ -60,6 +64,8 @@ def container_options(spec: LaunchSpec, network: str) -> dict[str, Any]:
         "detach": True,
         "name": f"gyoza-{spec.run_id}-{spec.attempt}",
     }
+    if spec.secret_names:
+        options["labels"][LABEL_SECRETS] = ",".join(spec.secret_names)
     if spec.cpu > 0:
         options["nano_cpus"] = int(spec.cpu * 1e9)
     if spec.ram_mb > 0:
@@ -182,7 +188,7 @@ class DockerRuntime:
         # (``launch`` finds out should one be removed meanwhile, and checks or pulls again then).
         self._present: set[str] = set()
 
-    async def ensure_image(self, image: str) -> None:
+    async def ensure_image(self, image: str, login: PullCredential | None = None) -> None:
         if self.pull != "always":
             if image in self._present:
                 return
@@ -194,7 +200,8 @@ class DockerRuntime:
                 if self.pull == "never":
                     raise ImageMissing(f"image {image} is not on this worker and --pull is never") from None
         try:
-            await asyncio.to_thread(self.client.images.pull, image)
+            auth = None if login is None else {"username": login.username, "password": login.password}
+            await asyncio.to_thread(self.client.images.pull, image, auth_config=auth)
         except docker.errors.DockerException as exc:
             raise ImageMissing(f"image {image} not found: {exc}") from None
         self._present.add(image)
@@ -203,7 +210,7 @@ class DockerRuntime:
         options = container_options(spec, self.network)
         del options["detach"]  # a ``run`` argument; create + start is a detached run
         try:
-            container = await self._create(spec.image, options)
+            container = await self._create(spec.image, options, spec.login)
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(f"image {spec.image} not found: {exc.explanation}") from None
         except docker.errors.DockerException as exc:
@@ -217,7 +224,7 @@ class DockerRuntime:
             raise LaunchFailed(f"container failed to start: {exc}") from None
         return DockerExecution(container, logs)
 
-    async def _create(self, image: str, options: dict[str, Any]) -> Container:
+    async def _create(self, image: str, options: dict[str, Any], login: PullCredential | None) -> Container:
         try:
             return await asyncio.to_thread(self.client.containers.create, **options)
         except docker.errors.ImageNotFound:
@@ -225,7 +232,7 @@ class DockerRuntime:
                 raise
         # Removed since it was seen: check (and pull, as the policy says) once more, like a first attempt would.
         self._present.discard(image)
-        await self.ensure_image(image)
+        await self.ensure_image(image, login)
         return await asyncio.to_thread(self.client.containers.create, **options)
 
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
@@ -243,8 +250,21 @@ class DockerRuntime:
             # engine (two `gyoza up`, both "local") did not: its containers are not ours to adopt, let alone stop.
             if _io_mount_source(container) not in (str(io_dir), str(io_dir.resolve())):
                 continue
-            found.append(Orphan(run_id, attempt, DockerExecution(container, LogCapture())))
+            masks = await self._secret_values(container.id, labels.get(LABEL_SECRETS, ""))
+            found.append(Orphan(run_id, attempt, DockerExecution(container, LogCapture(masks=masks))))
         return found
+
+    async def _secret_values(self, container_id: str, names: str) -> list[str]:
+        """The values of the secret variables a label names, read back from the container's environment."""
+        if not names:
+            return []
+        wanted = set(names.split(","))
+        try:
+            full = await asyncio.to_thread(self.client.containers.get, container_id)
+        except docker.errors.DockerException:
+            return []  # gone meanwhile: nothing of it will be logged
+        pairs = (entry.partition("=") for entry in full.attrs.get("Config", {}).get("Env") or [])
+        return [value for name, _, value in pairs if name in wanted]
 
 
 def _io_mount_source(container: Container) -> str | None:

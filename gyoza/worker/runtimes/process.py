@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gyoza.op._contract import IO_DIR_VAR
 from gyoza.processes import die_with_parent
+from gyoza.schema import PullCredential
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture, Orphan
 
@@ -74,7 +75,7 @@ class ProcessExecution:
 
 
 class ProcessRuntime:
-    async def ensure_image(self, image: str) -> None:
+    async def ensure_image(self, image: str, login: PullCredential | None = None) -> None:
         """Images play no part here: the command runs on this machine as it is."""
 
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> ProcessExecution:
