@@ -33,14 +33,16 @@ def gyoza_cli(
     *args: str,
     cwd: Path | None = None,
     timeout: float = CLI_TIMEOUT_S,
+    stdin: str | None = None,
     **gyoza_env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m gyoza *args`` pointed at ``server`` through GYOZA_* env (None: no server settings at all)."""
+    """``python -m gyoza *args`` pointed at ``server`` through GYOZA_* env (None: no server settings at all);
+    ``stdin``: what is piped in."""
     if server is not None:
         gyoza_env = {"GYOZA_SERVER_URL": server.url, "GYOZA_API_KEY": API_KEY, **gyoza_env}
     return subprocess.run(
         [sys.executable, "-m", "gyoza", *args], env=cli_env(home, **gyoza_env), capture_output=True, text=True,
-        timeout=timeout, cwd=cwd,
+        timeout=timeout, cwd=cwd, input=stdin,
     )  # fmt: skip
 
 

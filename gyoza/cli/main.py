@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import gyoza
-from gyoza.cli import batches, definitions, keys, op, runs, topics, worker, workers
+from gyoza.cli import batches, definitions, keys, op, runs, secrets, topics, worker, workers
 from gyoza.cli.errors import Connection
 
 # Plain (click-style) help: typer's rich help panel prints a "<bool>" type after every flag, as if it took a value.
@@ -27,6 +27,7 @@ app.add_typer(batches.app, name="batches")
 app.add_typer(workers.app, name="workers")
 app.add_typer(topics.app, name="topics")
 app.add_typer(keys.app, name="keys")
+app.add_typer(secrets.app, name="secrets")
 
 
 def _print_version(wanted: bool) -> None:

@@ -28,6 +28,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    RegistryView,
     Retention,
     RetryPolicy,
     Role,
@@ -35,6 +36,7 @@ from gyoza.schema import (
     RunList,
     RunListQuery,
     RunStreamItem,
+    SecretView,
     TopicEventList,
     TopicStreamEvent,
     WebhookDelivery,
@@ -295,6 +297,26 @@ class AsyncGyozaClient:
 
     async def revoke_key(self, key_id: str) -> None:
         await self._send(_calls.revoke_key(key_id))
+
+    async def set_secret(self, name: str, value: str) -> SecretView:
+        """Store a secret's value (admin only); definitions name it in ``secrets``. No call ever returns it."""
+        return await self._send(_calls.set_secret(name, value))
+
+    async def list_secrets(self) -> list[SecretView]:
+        return await self._send(_calls.list_secrets())
+
+    async def delete_secret(self, name: str) -> None:
+        await self._send(_calls.delete_secret(name))
+
+    async def set_registry(self, registry: str, username: str, password: str) -> RegistryView:
+        """Store the login workers pull ``registry``'s images with (admin only)."""
+        return await self._send(_calls.set_registry(registry, username, password))
+
+    async def list_registries(self) -> list[RegistryView]:
+        return await self._send(_calls.list_registries())
+
+    async def delete_registry(self, registry: str) -> None:
+        await self._send(_calls.delete_registry(registry))
 
     async def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
         return await self._send(_calls.topic_events(topic, after, limit))

@@ -37,12 +37,16 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    RegistryList,
+    RegistryView,
     Retention,
     RetryPolicy,
     Role,
     RunBatch,
     RunList,
     RunListQuery,
+    SecretList,
+    SecretView,
     TopicEventList,
     WebhookDelivery,
     WorkerEventIn,
@@ -362,6 +366,31 @@ def get_key(key_id: str) -> Call[ApiKeyView]:
 
 def revoke_key(key_id: str) -> Call[None]:
     return Call("DELETE", f"/keys/{key_id}", _nothing)
+
+
+def set_secret(name: str, value: str) -> Call[SecretView]:
+    return Call("PUT", f"/secrets/{name}", _model(SecretView), json={"value": value})
+
+
+def list_secrets() -> Call[list[SecretView]]:
+    return Call("GET", "/secrets", lambda response: SecretList.model_validate_json(response.content).data)
+
+
+def delete_secret(name: str) -> Call[None]:
+    return Call("DELETE", f"/secrets/{name}", _nothing)
+
+
+def set_registry(registry: str, username: str, password: str) -> Call[RegistryView]:
+    body = {"username": username, "password": password}
+    return Call("PUT", f"/registries/{registry}", _model(RegistryView), json=body)
+
+
+def list_registries() -> Call[list[RegistryView]]:
+    return Call("GET", "/registries", lambda response: RegistryList.model_validate_json(response.content).data)
+
+
+def delete_registry(registry: str) -> Call[None]:
+    return Call("DELETE", f"/registries/{registry}", _nothing)
 
 
 def topic_events(topic: str, after: int = 0, limit: int = 100) -> Call[TopicEventList]:

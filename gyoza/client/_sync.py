@@ -29,6 +29,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    RegistryView,
     Retention,
     RetryPolicy,
     Role,
@@ -36,6 +37,7 @@ from gyoza.schema import (
     RunList,
     RunListQuery,
     RunStreamItem,
+    SecretView,
     TopicEventList,
     TopicStreamEvent,
     WebhookDelivery,
@@ -278,6 +280,26 @@ class GyozaClient:
 
     def revoke_key(self, key_id: str) -> None:
         self._send(_calls.revoke_key(key_id))
+
+    def set_secret(self, name: str, value: str) -> SecretView:
+        """Store a secret's value (admin only); definitions name it in ``secrets``. No call ever returns it."""
+        return self._send(_calls.set_secret(name, value))
+
+    def list_secrets(self) -> list[SecretView]:
+        return self._send(_calls.list_secrets())
+
+    def delete_secret(self, name: str) -> None:
+        self._send(_calls.delete_secret(name))
+
+    def set_registry(self, registry: str, username: str, password: str) -> RegistryView:
+        """Store the login workers pull ``registry``'s images with (admin only)."""
+        return self._send(_calls.set_registry(registry, username, password))
+
+    def list_registries(self) -> list[RegistryView]:
+        return self._send(_calls.list_registries())
+
+    def delete_registry(self, registry: str) -> None:
+        self._send(_calls.delete_registry(registry))
 
     def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
         return self._send(_calls.topic_events(topic, after, limit))

@@ -1,11 +1,12 @@
 """Test ops baked into ``gyoza-test/pyop:latest`` (run as ``docker run gyoza-test/pyop:latest <op>``).
 
 Each exercises one path of the worker: success, live events, failure, cancel/timeout, OOM, output validation,
-raw exit codes and GPU visibility. Standard library + ``gyoza.op`` only.
+raw exit codes, GPU visibility and a careless op leaking a secret to its log. Standard library + ``gyoza.op`` only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -92,3 +93,16 @@ def whoami() -> dict[str, Any]:
         "gpu_ids": list(ctx.gpu_ids),
         "io_dir": str(ctx.io_dir),
     }
+
+
+@sdk.op
+def leak(variable: str, code: int = 0) -> dict[str, Any]:
+    """Print the value of an environment variable (a secret) to stdout and stderr, as a careless op would; return
+    only its SHA-256 and length, so a test can tell it arrived; with ``code``, exit with it instead."""
+    value = os.environ.get(variable, "")
+    print(f"connecting with {value} now", flush=True)
+    sys.stderr.write(f"debug: {variable}={value}\n")
+    sys.stderr.flush()
+    if code:
+        sys.exit(code)
+    return {"sha256": hashlib.sha256(value.encode()).hexdigest(), "length": len(value)}
