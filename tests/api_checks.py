@@ -6,18 +6,20 @@ import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from gyoza.bus import names
 from tests.test_api_runs import run_keys
 
-# Streams only requests append to: any new message there is a trace. (last_seq, not messages: a scheduler consuming
-# the GYOZA_RUN_REQUESTS work queue removes messages.)
-APPEND_ONLY_STREAMS = ("KV_gyoza_definitions", "KV_gyoza_idempotency", "GYOZA_RUN_REQUESTS")
+# Streams only requests append to: any new message there is a trace. (last_seq, not messages.)
+APPEND_ONLY_STREAMS = ("KV_gyoza_definitions", "KV_gyoza_idempotency")
 
 
 def error_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -66,6 +68,24 @@ async def _nothing_written(js: JetStreamContext, nc: Client, *run_ids: str) -> A
         state.update({run_id: await run_snapshot(js, run_id) for run_id in run_ids})
         return state
 
+    requested: list[str] = []
+
+    async def heard(msg: Msg) -> None:
+        requested.append(json.loads(msg.data)["run_id"])
+
+    # Run requests are heard rather than counted: the session server's scheduler may, meanwhile, put another test's
+    # run back in the queue (its worker timed out), and that is not this block's trace.
+    subscription = await nc.subscribe(names.RUN_REQUESTED_SUBJECT, cb=heard)
+    await nc.flush()
+    started = datetime.now(UTC)
     before = await snapshot()
     yield
-    assert await snapshot() == before
+    after = await snapshot()
+    await nc.flush()
+    await subscription.unsubscribe()
+    assert after == before
+    runs = await js.key_value("gyoza_runs")
+    for run_id in requested:
+        assert run_id not in run_ids, f"a run request for {run_id}"
+        entry = await runs.get(run_id)  # a request for a run that was not stored would raise here
+        assert datetime.fromisoformat(json.loads(entry.value or b"{}")["created_at"]) < started, run_id

@@ -33,6 +33,7 @@ KV_BUCKETS = [
     names.LEASES_BUCKET,
     names.IDEMPOTENCY_BUCKET,
     names.KEYS_BUCKET,
+    names.SECRETS_BUCKET,
 ]
 
 
