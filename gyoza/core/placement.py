@@ -9,22 +9,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gyoza.schema import Constraints, ReasonCode, StateReason
+from gyoza.schema import Concurrency, Constraints, ReasonCode, StateReason
+
+# A concurrency group a run belongs to and the most runs of it that may hold a place at once: ("definition:<name>",
+# its max_concurrent) or ("key:<concurrency key>", the run's limit).
+Limit = tuple[str, int]
 
 
 @dataclass(frozen=True)
 class Demand:
-    """What a run needs; equal demands form one queue lane (the scheduler's index)."""
+    """What a run needs; equal demands form one queue lane (the scheduler's index). Runs under different
+    concurrency limits wait in different lanes, so a group at its limit never holds up runs outside it."""
 
     cpu: float
     ram_mb: int
     vram_mb: int
     gpus: int
     tags: frozenset[str]
+    limits: tuple[Limit, ...] = ()
 
     @classmethod
-    def of(cls, constraints: Constraints, tags: Iterable[str]) -> Demand:
-        return cls(constraints.cpu, constraints.ram_mb, constraints.vram_mb, constraints.gpus or 0, frozenset(tags))
+    def of(cls, constraints: Constraints, tags: Iterable[str], limits: tuple[Limit, ...] = ()) -> Demand:
+        gpus = constraints.gpus or 0
+        return cls(constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits)
 
     def describe(self) -> str:
         parts = [f"cpu {self.cpu:g}", f"ram {self.ram_mb} MB"]
@@ -46,6 +53,25 @@ class Capacity:
     cpu_free: float = 0.0
     ram_free: int = 0
     gpu_free: dict[int, int] = field(default_factory=dict)
+
+
+def run_limits(
+    definition: str | None, max_concurrent: int | None, concurrency: Concurrency | None
+) -> tuple[Limit, ...]:
+    """The concurrency groups of a run: its definition's ``max_concurrent`` (every version counts), its key's."""
+    limits: list[Limit] = []
+    if definition is not None and max_concurrent is not None:
+        limits.append((f"definition:{definition}", max_concurrent))
+    if concurrency is not None:
+        limits.append((f"key:{concurrency.key}", concurrency.limit))
+    return tuple(limits)
+
+
+def limit_reason(group: str, limit: int, active: int) -> StateReason:
+    """Why a run under a full concurrency limit waits, with the numbers: "definition embedder: 4/4 running"."""
+    kind, _, name = group.partition(":")
+    what = f"definition {name} (max_concurrent)" if kind == "definition" else f"concurrency key {name}"
+    return StateReason(code=ReasonCode.CONCURRENCY_LIMIT, message=f"{what}: {active}/{limit} assigned or running")
 
 
 def choose_gpus(demand: Demand, gpu_free: dict[int, int]) -> list[int] | None:

@@ -66,6 +66,8 @@ def _run_view(record: RunRecord) -> OpRun:
         retention=record.retention,
         expires_at=record.expires_at,
         secrets=record.secrets,
+        max_concurrent=record.max_concurrent,
+        concurrency=record.concurrency,
         state=attempt.state,
         state_reason=attempt.state_reason,
         progress=attempt.progress,

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
 from gyoza.bus import names
 from gyoza.bus.port import Bus, Stoppable
-from gyoza.core.placement import Demand, pending_reason
+from gyoza.core.placement import Demand, limit_reason, pending_reason
 from gyoza.errors import GyozaError, InvalidRequest, RunNotFound, Unavailable
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
@@ -59,7 +60,11 @@ class Scheduler:
     def __init__(
         self, bus: Bus, runs: RunService, workers: WorkerService, settings: Settings, node_id: str,
         failures: TaskFailures, clock: Clock = SYSTEM_CLOCK, outbox: TopicFeed | None = None,
+        catch_up: Callable[[], Awaitable[None]] | None = None,
     ) -> None:  # fmt: skip
+        """``catch_up``: returns once this process's run feed has what the runs bucket held when it was called (a
+        new leader waits for it, so that it counts every place the previous one handed out)."""
+        self._catch_up = catch_up
         self.clock = clock
         self.outbox = outbox
         self.bus = bus
@@ -177,6 +182,8 @@ class Scheduler:
 
     async def _lead(self) -> None:
         log.info("this server is now the scheduler leader")
+        if self._catch_up is not None:
+            await self._catch_up()  # the previous leader's last assignments: concurrency limits count them
         self._leading = True
         await self.liveness.take_over()
         if self.outbox is not None:
@@ -293,6 +300,9 @@ class Scheduler:
                     best = run
             if best is None:
                 return None
+            if best.demand.limits and self.state.ledger.full_limit(best.demand) is not None:
+                blocked.add(best.demand)  # its group has no room: the lane waits for one of its runs to end
+                continue
             target = self.state.ledger.best_worker(best.demand)
             if target is None:
                 blocked.add(best.demand)
@@ -315,23 +325,25 @@ class Scheduler:
             return
         finally:
             self._writes.release()
-        self.state.in_flight.discard(run.run_id)
-        self.state.apply(record, revision)
+        self.state.landed(run.run_id, (record, revision))
 
     async def _assignment_failed(self, run: QueuedRun, exc: Exception) -> None:
         """Cancelled, retried or reprioritised meanwhile, NATS away, or no longer leader: drop our guess, put the
         run back in the queue and reload the truth. An unexpected error is re-raised (logged and counted)."""
-        self.state.in_flight.discard(run.run_id)
+        self.state.landed(run.run_id, None)  # what came meanwhile is applied, then superseded by the read below
         self.state.ledger.release(run.run_id)
         self.state.revisions.pop(run.run_id, None)
-        if run.run_id not in self.state.queue:
-            self.state.queue.push(run)
+        # Read before queueing it again: queued first, a run cancelled meanwhile could be taken again while the read
+        # is out, fail again, and so on without end.
         try:
             record, revision = await self.runs.get_with_revision(run.run_id)
         except RunNotFound:
             self.state.queue.remove(run.run_id)
         except GyozaError:
-            pass  # it waits in the queue again: the next assignment re-checks it by compare-and-set
+            self._queue_again(run)  # NATS away: it waits again, and the next try checks it by compare-and-set
+        except BaseException:
+            self._queue_again(run)
+            raise
         else:
             self.state.apply(record, revision)
         if not isinstance(exc, GyozaError):
@@ -342,6 +354,10 @@ class Scheduler:
             asyncio.get_running_loop().call_later(RETRY_UNAVAILABLE_S, self.wake)
         else:
             self.wake()
+
+    def _queue_again(self, run: QueuedRun) -> None:
+        if run.run_id not in self.state.queue:
+            self.state.queue.push(run)
 
     # --- pending reasons ---------------------------------------------------------------------------------------
 
@@ -359,7 +375,8 @@ class Scheduler:
         as soon as a placement pass finds the lane unblocked (its runs are being placed: no reason to write)."""
         workers = list(self.state.ledger.workers.values())
         for demand in list(self._blocked):
-            reason = pending_reason(demand, workers)
+            full = self.state.ledger.full_limit(demand) if demand.limits else None
+            reason = pending_reason(demand, workers) if full is None else limit_reason(*full)
             written = 0
             for checked, run in enumerate(self.state.queue.in_lane(demand), 1):
                 if written >= REASON_WRITES_PER_LANE or not self.is_leader or demand not in self._blocked:

@@ -31,6 +31,7 @@ class Ledger:
         self.workers: dict[str, Capacity] = {}
         self.held: dict[str, Held] = {}
         self.by_worker: dict[str, set[str]] = {}
+        self.active: dict[str, int] = {}  # concurrency group -> attempts holding a place (``Demand.limits``)
         # (demand, worker id) of the last full search, valid while only reservations of that demand there followed.
         self._best: tuple[Demand, str] | None = None
 
@@ -102,6 +103,8 @@ class Ledger:
             self._best = None  # another worker got tighter, or another demand's best changed
         self.held[held.run_id] = held
         self.by_worker.setdefault(held.worker_id, set()).add(held.run_id)
+        for group, _ in held.demand.limits:
+            self.active[group] = self.active.get(group, 0) + 1
         worker = self.workers.get(held.worker_id)
         if worker is not None:
             self._take(worker, held, -1)
@@ -111,11 +114,25 @@ class Ledger:
         if held is None:
             return None
         self.by_worker.get(held.worker_id, set()).discard(run_id)
+        for group, _ in held.demand.limits:
+            left = self.active[group] - 1
+            if left:
+                self.active[group] = left
+            else:
+                del self.active[group]
         self._best = None
         worker = self.workers.get(held.worker_id)
         if worker is not None:
             self._take(worker, held, +1)
         return held
+
+    def full_limit(self, demand: Demand) -> tuple[str, int, int] | None:
+        """(group, limit, active) of a concurrency limit of ``demand`` that has no room now, if any."""
+        for group, limit in demand.limits:
+            active = self.active.get(group, 0)
+            if active >= limit:
+                return group, limit, active
+        return None
 
     def on_worker(self, worker_id: str) -> list[Held]:
         return [self.held[run_id] for run_id in self.by_worker.get(worker_id, ())]

@@ -3,7 +3,8 @@ back-off, and the ledger of what ASSIGNED/RUNNING attempts hold.
 
 Every replica keeps it current from the run feed, so a standby that wins the lease starts placing at once. Record
 versions are applied only when newer than the last one seen for that run; while the leader's own assignment write for
-a run is in flight, older deliveries of that run are ignored, so the model never places a run twice.
+a run is in flight, deliveries of that run wait for it (``landed``), so the model never places a run twice and never
+misses a change that came right after the assignment.
 
 It also keeps the latest version (JSON, revision) of up to ``RECORDS_KEPT`` waiting runs, so that assigning one needs
 no KV read before its compare-and-set (bounded: beyond it, an assignment reads the run first, as without it).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 
-from gyoza.core.placement import Demand
+from gyoza.core.placement import Demand, run_limits
 from gyoza.scheduler.ledger import Held, Ledger
 from gyoza.scheduler.queue import PendingQueue, QueuedRun
 from gyoza.schema import RunRecord, RunState
@@ -31,6 +32,7 @@ class ClusterState:
         self.ledger = Ledger()
         self.revisions: dict[str, int] = {}
         self.in_flight: set[str] = set()
+        self.deferred: dict[str, tuple[RunRecord, int]] = {}  # the newest version delivered while in flight
         self.records: dict[str, Known] = {}
         # Runs in retry back-off: heap of (due, run id) plus the run to queue when due.
         self._delayed: list[tuple[float, str]] = []
@@ -39,8 +41,14 @@ class ClusterState:
     def apply(self, record: RunRecord, revision: int) -> None:
         """Apply a run record version (older ones and those of a run whose assignment is in flight are skipped)."""
         run_id = record.id
-        if revision <= self.revisions.get(run_id, 0) or run_id in self.in_flight:
-            self.revisions[run_id] = max(revision, self.revisions.get(run_id, 0))
+        if run_id in self.in_flight:
+            # Kept, not dropped: a version newer than the assignment being written (a cancel landing right after
+            # it) must still reach the model once the write is back (``landed``).
+            deferred = self.deferred.get(run_id)
+            if deferred is None or revision > deferred[1]:
+                self.deferred[run_id] = (record, revision)
+            return
+        if revision <= self.revisions.get(run_id, 0):
             return
         self.revisions[run_id] = revision
         attempt = record.current
@@ -56,13 +64,23 @@ class ClusterState:
         if attempt.state in (RunState.ASSIGNED, RunState.RUNNING) and attempt.worker_id is not None:
             held = Held(
                 run_id=run_id, attempt=attempt.number, worker_id=attempt.worker_id,
-                demand=Demand.of(record.constraints, record.tags), gpu_ids=list(attempt.gpu_ids),
+                demand=_demand(record), gpu_ids=list(attempt.gpu_ids),
                 state=attempt.state, cancel_requested=attempt.cancel_requested,
             )  # fmt: skip
             self.ledger.reserve(held)
             return
         self.ledger.release(run_id)
         self.revisions.pop(run_id, None)
+
+    def landed(self, run_id: str, written: tuple[RunRecord, int] | None) -> None:
+        """The assignment write of ``run_id`` is back (``written``: the version it wrote; None when it failed):
+        apply that, then whatever newer came meanwhile."""
+        self.in_flight.discard(run_id)
+        deferred = self.deferred.pop(run_id, None)
+        if written is not None:
+            self.apply(*written)
+        if deferred is not None:
+            self.apply(*deferred)
 
     def _enqueue(self, record: RunRecord) -> None:
         attempt = record.current
@@ -72,7 +90,7 @@ class ClusterState:
             return
         run = QueuedRun(
             run_id=record.id, attempt=attempt.number, priority=record.priority,
-            created_at=record.created_at.timestamp(), demand=Demand.of(record.constraints, record.tags),
+            created_at=record.created_at.timestamp(), demand=_demand(record),
             reason_code=attempt.state_reason.code, reason_message=attempt.state_reason.message,
         )  # fmt: skip
         due = attempt.not_before.timestamp() if attempt.not_before else 0.0
@@ -98,3 +116,8 @@ class ClusterState:
             del self.delayed[run_id]
             self.queue.push(entry[1])
         return None
+
+
+def _demand(record: RunRecord) -> Demand:
+    limits = run_limits(record.op_definition, record.max_concurrent, record.concurrency)
+    return Demand.of(record.constraints, record.tags, limits)

@@ -55,6 +55,8 @@ from gyoza.schema.batches import (
     RunFilterIn,
 )
 from gyoza.schema.definitions import (
+    CONCURRENCY_KEY_PATTERN,
+    Concurrency,
     Constraints,
     DefinitionList,
     DefinitionPointer,
@@ -171,6 +173,7 @@ from gyoza.schema.workers import (
 
 __all__ = [
     "BATCH_ID_PATTERN",
+    "CONCURRENCY_KEY_PATTERN",
     # webhooks (gyoza.schema.webhooks)
     "DEFAULT_WEBHOOK_EVENTS",
     "DURATION_PATTERN",
@@ -205,6 +208,7 @@ __all__ = [
     "BatchView",
     "BulkResult",
     "CompletedPayload",
+    "Concurrency",
     "Constraints",
     "DefinitionList",
     "DefinitionPointer",

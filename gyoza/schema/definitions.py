@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from gyoza.errors import InvalidRequest
 from gyoza.schema._base import (
@@ -72,6 +72,18 @@ class EventDelivery(Part):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
+# A concurrency key: a name runs share to be limited together (a customer, a licence, a rate-limited API).
+CONCURRENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+MAX_CONCURRENCY = 100_000
+
+
+class Concurrency(Part):
+    """At most ``limit`` runs with this ``key`` ASSIGNED or RUNNING at once (each run's own limit applies to it)."""
+
+    key: Annotated[str, StringConstraints(pattern=CONCURRENCY_KEY_PATTERN)]
+    limit: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
+
+
 class RunTemplate(Input):
     """The fields a run copies from its definition (or gets directly when ad hoc)."""
 
@@ -89,6 +101,9 @@ class RunTemplate(Input):
     # Environment variables whose values are secrets (``PUT /secrets/{name}``), by secret name: only the name is in
     # the definition and its runs; the value reaches the worker an attempt is assigned to, nothing else.
     secrets: Annotated[dict[EnvName, SecretName], Field(max_length=64)] = Field(default_factory=dict)
+    # At most this many runs of the definition (every version) ASSIGNED or RUNNING at once.
+    max_concurrent: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] | None = None
+    concurrency: Concurrency | None = None
 
 
 class OpDefinitionIn(RunTemplate):
@@ -128,6 +143,8 @@ class OpDefinition(StoredRecord):
     webhooks: list[Webhook] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
     secrets: dict[str, str] = Field(default_factory=dict)
+    max_concurrent: int | None = None
+    concurrency: Concurrency | None = None
     created_at: datetime
 
     def content(self) -> dict[str, Any]:

@@ -24,7 +24,14 @@ from gyoza.schema._base import (
     Version,
     WorkerId,
 )
-from gyoza.schema.definitions import Constraints, EventDelivery, OutputSpec, RetryPolicy, RunTemplate
+from gyoza.schema.definitions import (
+    Concurrency,
+    Constraints,
+    EventDelivery,
+    OutputSpec,
+    RetryPolicy,
+    RunTemplate,
+)
 from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
 from gyoza.schema.retention import Retention
 from gyoza.schema.webhooks import Webhook, Webhooks
@@ -66,6 +73,7 @@ class RunOverrides(Input):
     env: dict[EnvName, Text] | None = None
     webhooks: Webhooks | None = None
     retention: Retention | None = None
+    concurrency: Concurrency | None = None
 
 
 class RunFromDefinitionIn(RunOverrides):
@@ -82,6 +90,7 @@ class RunFromDefinitionIn(RunOverrides):
     output_specs: SetByDefinition = Field(None, exclude=True)
     event_delivery: SetByDefinition = Field(None, exclude=True)
     secrets: SetByDefinition = Field(None, exclude=True)
+    max_concurrent: SetByDefinition = Field(None, exclude=True)
 
 
 def _only_in_definitions(value: Any) -> Any:
@@ -91,10 +100,18 @@ def _only_in_definitions(value: Any) -> Any:
     )
 
 
+def _limits_a_definition(value: Any) -> Any:
+    raise PydanticCustomError(
+        "max_concurrent_needs_a_definition",
+        "max_concurrent limits the runs of a definition; limit ad hoc runs together with concurrency: {key, limit}",
+    )
+
+
 class AdHocRunIn(RunTemplate):
     """POST /runs."""
 
     secrets: SkipJsonSchema[Annotated[Any, AfterValidator(_only_in_definitions)]] = Field(None, exclude=True)
+    max_concurrent: SkipJsonSchema[Annotated[Any, AfterValidator(_limits_a_definition)]] = Field(None, exclude=True)
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = 5
@@ -169,6 +186,8 @@ class RunRecord(StoredRecord):
     webhooks: list[Webhook] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
     secrets: dict[str, str] = Field(default_factory=dict)  # env name -> secret name (never a value)
+    max_concurrent: int | None = None  # its definition's
+    concurrency: Concurrency | None = None
     # When JetStream removes the run (its finishing write's TTL); None while unfinished or kept forever.
     expires_at: datetime | None = None
     idempotency_key: str | None = None
@@ -212,6 +231,8 @@ class OpRun(Record):
     retention: Retention = Field(default_factory=Retention)
     expires_at: datetime | None = None
     secrets: dict[str, str] = Field(default_factory=dict)
+    max_concurrent: int | None = None
+    concurrency: Concurrency | None = None
     state: RunState
     state_reason: StateReason
     progress: int

@@ -113,7 +113,9 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
         topics = TopicFeed(bus, sinks=[webhooks])  # the run-event outbox: topic feeds and webhook queueing
         keys = KeyService(bus, ring or KeyRing())
         await keys.follow(failures)
-        scheduler = Scheduler(bus, runs, workers, settings, node_id(settings), failures, outbox=topics)
+        scheduler = Scheduler(
+            bus, runs, workers, settings, node_id(settings), failures, outbox=topics, catch_up=listener.catch_up
+        )
         feed = RunFeed(bus, failures, runs.store, keeper=listener)
         stream_hub = StreamHub(bus)
         for subscriber in (listener, topics, scheduler, stream_hub):

@@ -347,6 +347,8 @@ def _with_overrides(template: RunTemplate, overrides: RunOverrides) -> RunTempla
         changes["timeout_seconds"] = overrides.timeout_seconds
     if overrides.webhooks:
         changes["webhooks"] = [*template.webhooks, *overrides.webhooks]
+    if overrides.concurrency is not None:
+        changes["concurrency"] = overrides.concurrency
     if overrides.retention is not None:
         given = overrides.retention.model_dump(include=overrides.retention.model_fields_set)
         changes["retention"] = Retention.model_validate(template.retention.model_dump() | given)
