@@ -18,6 +18,7 @@ from gyoza.schema import (
     AttemptView,
     BatchView,
     BulkResult,
+    Concurrency,
     Constraints,
     Event,
     Health,
@@ -96,12 +97,14 @@ class AsyncGyozaClient:
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None, timeout_seconds: float | None = None,
         tags: list[str] | None = None, env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None, retention: Retention | Mapping[str, Any] | None = None,
+        concurrency: Concurrency | Mapping[str, Any] | None = None,
     ) -> OpRun:  # fmt: skip
         """A run of definition ``name``; the keyword-only overrides work as in ``POST /definitions/{name}/runs``
         (None keeps the definition's)."""
         return await self._send(_calls.create_run(
             name, inputs, priority, version, idempotency_key, constraints=constraints, retry_policy=retry_policy,
             timeout_seconds=timeout_seconds, tags=tags, env=env, labels=labels, retention=retention,
+            concurrency=concurrency,
         ))  # fmt: skip
 
     async def create_runs(
@@ -111,13 +114,14 @@ class AsyncGyozaClient:
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None, timeout_seconds: float | None = None,
         tags: list[str] | None = None, env: Mapping[str, str] | None = None,
         retention: Retention | Mapping[str, Any] | None = None,
+        concurrency: Concurrency | Mapping[str, Any] | None = None,
     ) -> RunBatch:  # fmt: skip
         """Runs of definition ``name`` in one request (1 to 1,000), one per inputs, in order, all with the same
         options; all or nothing (one bad item refuses them all). ``idempotency_keys``: one per run."""
         return await self._send(_calls.create_runs(
             name, inputs, idempotency_keys, priority=priority, version=version, labels=labels,
             constraints=constraints, retry_policy=retry_policy, timeout_seconds=timeout_seconds, tags=tags, env=env,
-            retention=retention,
+            retention=retention, concurrency=concurrency,
         ))  # fmt: skip
 
     async def map(

@@ -27,6 +27,7 @@ from gyoza.schema import (
     AttemptView,
     BatchView,
     BulkResult,
+    Concurrency,
     Constraints,
     Event,
     Health,
@@ -189,6 +190,7 @@ def create_run(
     env: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     retention: Retention | Mapping[str, Any] | None = None,
+    concurrency: Concurrency | Mapping[str, Any] | None = None,
 ) -> Call[OpRun]:
     """A run of a definition. The overrides (None: the definition's) combine as the server says: ``constraints``
     ``retry_policy`` and ``retention`` change only the fields given, ``env`` adds to the definition's, ``tags`` and
@@ -200,6 +202,7 @@ def create_run(
         "constraints": None if constraints is None else _body(constraints),
         "retry_policy": None if retry_policy is None else _body(retry_policy),
         "retention": None if retention is None else _body(retention),
+        "concurrency": None if concurrency is None else _body(concurrency),
     }  # fmt: skip
     body.update({k: v for k, v in given.items() if v is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
