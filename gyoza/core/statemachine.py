@@ -10,6 +10,7 @@ Pure: no I/O and no clock; ``now`` is always passed in.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -310,6 +311,10 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
 # --- failure and retries -----------------------------------------------------------------------------------------
 
 
+# The most memory a grown retry asks for (the largest a run may request, ``Constraints``).
+MAX_MEMORY_MB = 1 << 30
+
+
 def fail(record: RunRecord, reason: FailureReason, message: str, exit_code: int | None, now: datetime) -> RunRecord:
     """Fail the current attempt and, when the retry policy says so, start the next one in the same write."""
     attempt = record.current
@@ -324,8 +329,24 @@ def fail(record: RunRecord, reason: FailureReason, message: str, exit_code: int 
     add_event(record, EventType.FAILED, now, message, {"reason": reason.value, "exit_code": exit_code})
     delay = retry_delay(record.retry_policy, reason, attempt.number)
     if delay is not None:
-        _begin_next_attempt(record, now, now + timedelta(seconds=delay), f"automatic retry after {reason.value}")
+        grown = _grow_after_oom(record, reason)
+        message = f"automatic retry after {reason.value}" + (f" with {grown}" if grown else "")
+        _begin_next_attempt(record, now, now + timedelta(seconds=delay), message)
     return record
+
+
+def _grow_after_oom(record: RunRecord, reason: FailureReason) -> str:
+    """Ask the next attempt for more of the memory that ran out (``retry_policy.grow_on_oom``); says what grew."""
+    factor = record.retry_policy.grow_on_oom
+    field = {FailureReason.OOM_KILLED: "ram_mb", FailureReason.GPU_OOM: "vram_mb"}.get(reason)
+    if factor is None or field is None:
+        return ""
+    before = getattr(record.constraints, field)
+    after = min(math.ceil(before * factor), MAX_MEMORY_MB)
+    if after <= before:
+        return ""
+    record.constraints = record.constraints.model_copy(update={field: after})
+    return f"{field} {before} -> {after}"
 
 
 def retry_delay(policy: RetryPolicy, reason: FailureReason, attempt_number: int) -> float | None:

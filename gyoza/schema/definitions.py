@@ -65,6 +65,9 @@ class RetryPolicy(Part):
     backoff_multiplier: Annotated[float, Field(ge=1, le=100)] = 2.0
     max_backoff_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
     retry_on: list[FailureReason] = Field(default_factory=list)
+    # A retry after OOM_KILLED asks for this many times the RAM, after GPU_OOM this many times the VRAM (None: the
+    # same again). Only a retry the policy makes anyway: list the reason in ``retry_on``.
+    grow_on_oom: Annotated[float, Field(gt=1, le=8)] | None = None
 
 
 class EventDelivery(Part):

@@ -8,6 +8,7 @@ are those of ``gyoza.op._contract``, shared with the op SDK.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,17 @@ from typing import Any, Literal
 
 from gyoza.op._contract import ERROR_FILE, EVENTS_FILE, INPUTS_FILE, OUTPUTS_FILE
 from gyoza.schema import FailureReason
+
+# How PyTorch, TensorFlow/XLA, JAX, CuPy and CUDA itself say the GPU ran out of memory.
+_GPU_OOM = re.compile(
+    r"CUDA out of memory|torch(\.cuda)?\.OutOfMemoryError|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation|"
+    r"RESOURCE_EXHAUSTED: Out of memory|CUBLAS_STATUS_ALLOC_FAILED|out of memory allocating .* on device",
+)
+
+
+def gpu_out_of_memory(*texts: str) -> bool:
+    """Whether an op's error or stderr says it ran out of GPU memory (``GPU_OOM`` instead of ``EXIT_CODE``)."""
+    return any(_GPU_OOM.search(text) for text in texts)
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,8 @@ class AttemptDir:
             )  # fmt: skip
         if status.exit_code != 0:
             message = self._error_message() or stderr_tail or f"exited with code {status.exit_code}"
-            return Outcome("FAILED", reason=FailureReason.EXIT_CODE, error=message, exit_code=status.exit_code)
+            reason = FailureReason.GPU_OOM if gpu_out_of_memory(message, stderr_tail) else FailureReason.EXIT_CODE
+            return Outcome("FAILED", reason=reason, error=message, exit_code=status.exit_code)
         outputs_file = self.path / OUTPUTS_FILE
         if not outputs_file.exists():
             return Outcome("COMPLETED", outputs={}, exit_code=0)
