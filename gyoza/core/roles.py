@@ -89,6 +89,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/static/<path:filename>"): READ,  # Quart's own static route
     ("GET", "/metrics"): READ,
     ("POST", "/definitions"): ADMIN,
+    ("GET", "/definitions/<name>/usage"): READ,
     ("GET", "/definitions"): READ,
     ("GET", "/definitions/<name>"): READ,
     ("GET", "/definitions/<name>/versions"): READ,

@@ -255,6 +255,7 @@ def _on_completed(record: RunRecord, event: WorkerEventIn, now: datetime) -> Run
     if record.state == S.COMPLETED:
         return None
     payload = _parse(CompletedPayload, event.payload)
+    record.current.usage = payload.usage
     failure = output_failure(payload.outputs, record.output_specs or {})
     if failure is not None:
         return fail(record, *failure, payload.exit_code, now)
@@ -269,6 +270,7 @@ def _on_failed(record: RunRecord, event: WorkerEventIn, now: datetime) -> RunRec
     if record.state == S.FAILED:
         return None
     payload = _parse(FailurePayload, event.payload)
+    record.current.usage = payload.usage
     message = payload.error or (str(event.msg) if event.msg != "" else payload.reason.value)
     return fail(record, payload.reason, message, payload.exit_code, now)
 

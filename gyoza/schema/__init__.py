@@ -139,6 +139,7 @@ from gyoza.schema.streams import (
     StreamCursor,
     TopicStreamEvent,
 )
+from gyoza.schema.usage import AttemptUsage, DefinitionUsage, GpuUsage, Percentiles
 from gyoza.schema.webhooks import (
     DEFAULT_WEBHOOK_EVENTS,
     MAX_WEBHOOKS,
@@ -203,6 +204,7 @@ __all__ = [
     "AssignmentList",
     "Attempt",
     "AttemptList",
+    "AttemptUsage",
     "AttemptView",
     "BatchFromDefinitionIn",
     "BatchView",
@@ -212,6 +214,7 @@ __all__ = [
     "Constraints",
     "DefinitionList",
     "DefinitionPointer",
+    "DefinitionUsage",
     "DefinitionVersionRef",
     "DeliveryAttempt",
     "DeliveryList",
@@ -230,6 +233,7 @@ __all__ = [
     "FailurePayload",
     "FailureReason",
     "GpuInfo",
+    "GpuUsage",
     "GpuView",
     "Health",
     "HeartbeatIn",
@@ -255,6 +259,7 @@ __all__ = [
     "OutputSpec",
     "Part",
     "PatchRunIn",
+    "Percentiles",
     "PlainText",
     "Priority",
     "PullCredential",

@@ -34,6 +34,7 @@ from gyoza.schema.definitions import (
 )
 from gyoza.schema.enums import EventType, FailureReason, ReasonCode, RunState
 from gyoza.schema.retention import Retention
+from gyoza.schema.usage import AttemptUsage
 from gyoza.schema.webhooks import Webhook, Webhooks
 
 # Labels: a few key/value strings a user attaches to runs to find and act on them together (GET /runs?label=k:v,
@@ -164,6 +165,7 @@ class Attempt(Record):
     assigned_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    usage: AttemptUsage | None = None  # what it used, as its worker measured
 
 
 class RunRecord(StoredRecord):
@@ -233,6 +235,7 @@ class OpRun(Record):
     secrets: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int | None = None
     concurrency: Concurrency | None = None
+    usage: AttemptUsage | None = None  # the current attempt's, once it ended (issue 13.3)
     state: RunState
     state_reason: StateReason
     progress: int
@@ -282,6 +285,7 @@ class FailurePayload(Input):
     reason: Annotated[FailureReason, Field(strict=False)] = FailureReason.EXIT_CODE
     exit_code: int | None = None
     error: Annotated[str, Field(max_length=100_000)] | None = None
+    usage: AttemptUsage | None = None
 
 
 class CompletedPayload(Input):
@@ -289,6 +293,7 @@ class CompletedPayload(Input):
 
     outputs: dict[str, Any] = Field(default_factory=dict)
     exit_code: int | None = None
+    usage: AttemptUsage | None = None
 
 
 class RunList(Record):

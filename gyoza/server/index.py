@@ -43,6 +43,12 @@ _TOMBSTONE = """
 INSERT INTO removed (id, revision) VALUES (?, ?)
 ON CONFLICT(id) DO UPDATE SET revision = max(revision, excluded.revision)
 """
+# Off the (op_definition, created_at, id) index; the usage is read out of the row's JSON, not the whole body parsed.
+_MEASURED = """
+SELECT json_extract(body, '$.usage') FROM runs
+WHERE op_definition = ? AND state IN ('COMPLETED', 'FAILED') AND json_extract(body, '$.usage') IS NOT NULL
+ORDER BY created_at DESC, id DESC LIMIT ?
+"""
 _DROP_RUN = "DELETE FROM runs WHERE id = ? AND revision <= ? RETURNING attempt"
 _DROP_EXPIRED = "DELETE FROM runs WHERE expires_at <= ? RETURNING id, attempt"
 _UPSERT_RUN = """
@@ -174,6 +180,11 @@ class QueryIndex:
         if held is not None and held[0] == revision:
             return held[1]
         return run_view(record).model_dump_json()
+
+    def measured_usage(self, definition: str, limit: int) -> list[str]:
+        """The measured usage (JSON) of the newest ``limit`` finished runs of ``definition`` that have one."""
+        rows = self.db.conn.execute(_MEASURED, (definition, limit)).fetchall()
+        return [row[0] for row in rows]
 
     def upsert_runs(self, rows: list[tuple[RunRecord, int]]) -> None:
         with self.db.conn:

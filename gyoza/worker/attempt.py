@@ -40,6 +40,7 @@ from gyoza.worker.runtimes.base import (
     Runtime,
 )
 from gyoza.worker.settings import WorkerSettings
+from gyoza.worker.telemetry import UsageMeter, sample_gpus
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class AttemptRunner:
         self.runtime = runtime
         self.dir = AttemptDir(settings.work_dir, assignment.run_id, assignment.attempt)
         self.logs = LogCapture(settings.log_limit)
+        self.meter = UsageMeter()
         self.started = False
         self.exited = False
         # Set once the server no longer lists this attempt as ASSIGNED (it reported STARTED, or the attempt ended).
@@ -169,7 +171,7 @@ class AttemptRunner:
 
     async def supervise(self, execution: Execution, report_start: bool) -> None:
         """Follow a started execution to its end and report it (also used to adopt a previous life's container)."""
-        self.logs = execution.logs
+        self.logs, self.meter = execution.logs, execution.meter
         try:
             if report_start:
                 await self._report("STARTED", "started")
@@ -200,6 +202,8 @@ class AttemptRunner:
         """Wait for the exit while forwarding events and logs; stop on cancel or timeout."""
         helpers = [asyncio.create_task(self._forward_events()), asyncio.create_task(self._upload_logs_periodically()),
                    asyncio.create_task(self._ship_logs_periodically())]  # fmt: skip
+        if self.assignment.gpu_ids:
+            helpers.append(asyncio.create_task(sample_gpus(self.meter, list(self.assignment.gpu_ids))))
         exited = asyncio.create_task(execution.wait())
         cancelled = asyncio.create_task(self.cancel_requested.wait())
         try:
@@ -330,6 +334,9 @@ class AttemptRunner:
 
     def _outcome_event(self, outcome: Outcome) -> WorkerEventIn:
         payload: dict[str, Any] = {"exit_code": outcome.exit_code}
+        usage = self.meter.summary()
+        if usage is not None and outcome.type != "CANCELLED":
+            payload["usage"] = usage.model_dump(mode="json")
         if outcome.type == "COMPLETED":
             payload["outputs"] = outcome.outputs
         elif outcome.type == "FAILED":

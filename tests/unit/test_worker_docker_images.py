@@ -27,6 +27,9 @@ class FakeContainer:
     def logs(self, **options: Any) -> list[bytes]:
         return []
 
+    def stats(self, **options: Any) -> list[dict[str, Any]]:
+        return []
+
 
 class FakeImages:
     def __init__(self, engine: FakeEngine) -> None:

@@ -16,6 +16,7 @@ from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchSpec, LogCapture
 from gyoza.worker.settings import WorkerSettings
+from gyoza.worker.telemetry import UsageMeter
 from tests.waiting import until
 
 
@@ -61,6 +62,7 @@ class Op:
 
     def __init__(self) -> None:
         self.logs = LogCapture()
+        self.meter = UsageMeter()
         self.exited = asyncio.Event()
         self.stopped = self.removed = self.abandoned = False
 

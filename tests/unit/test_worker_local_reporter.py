@@ -17,6 +17,7 @@ from gyoza.worker.attempt import AttemptRunner
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchSpec, LogCapture
 from gyoza.worker.settings import WorkerSettings
+from gyoza.worker.telemetry import UsageMeter
 from tests.unit.test_statemachine import NOW, event, running
 
 
@@ -25,6 +26,7 @@ class Op:
 
     def __init__(self, spec: LaunchSpec, events: list[dict[str, Any]], outputs: dict[str, Any]) -> None:
         self.logs = LogCapture()
+        self.meter = UsageMeter()
         self.spec, self.events, self.outputs = spec, events, outputs
 
     async def wait(self) -> ExitStatus:

@@ -17,6 +17,7 @@ from gyoza.worker.attempt import MAX_REPORT_BYTES, AttemptRunner
 from gyoza.worker.iocontract import ExitStatus, Outcome
 from gyoza.worker.runtimes.base import LogCapture
 from gyoza.worker.settings import WorkerSettings
+from gyoza.worker.telemetry import UsageMeter
 
 
 class Client:
@@ -41,6 +42,7 @@ class Execution:
 
     def __init__(self, exit_code: int = 0) -> None:
         self.logs = LogCapture()
+        self.meter = UsageMeter()
         self.exit_code = exit_code
         self.removed = self.abandoned = False
 

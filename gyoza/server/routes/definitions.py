@@ -6,9 +6,12 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
+from gyoza.core.sizing import summarise
 from gyoza.core.views import run_view
 from gyoza.schema import (
+    AttemptUsage,
     DefinitionList,
+    DefinitionUsage,
     NoContent,
     OpDefinition,
     OpDefinitionIn,
@@ -20,6 +23,9 @@ from gyoza.server.context import ctx
 from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body, refusals
 from gyoza.server.sse import CreateRunQuery, create_wait
 from gyoza.services.livestreams import until_terminal
+
+# GET /definitions/{name}/usage sums up this many of the newest measured attempts.
+USAGE_ATTEMPTS = 500
 
 blueprint = Blueprint("definitions", __name__)
 
@@ -62,6 +68,20 @@ async def get_definition(name: str) -> Response:
     """One version of a definition: the latest, or the one given as ``version``."""
     version = request.args.get("version")
     return json_response(known_fields(await ctx().definitions.get(checked_name(name), version)))
+
+
+@blueprint.get("/definitions/<name>/usage")
+@document_response(DefinitionUsage)
+@refusals(404)
+async def definition_usage(name: str) -> Response:
+    """What its last finished attempts (up to 500, any version) really used, measured by their workers: p50, p95
+    and max of the peaks, its current request, and a ``suggested`` one that would have fit 95 % of them with 20 %
+    to spare."""
+    context = ctx()
+    definition = await context.definitions.get(checked_name(name))
+    measured = context.index.measured_usage(name, USAGE_ATTEMPTS)
+    usages = [AttemptUsage.model_validate_json(raw) for raw in measured]
+    return json_response(summarise(name, usages, definition.constraints))
 
 
 @blueprint.get("/definitions/<name>/versions")

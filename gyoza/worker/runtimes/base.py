@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gyoza.schema import PullCredential
 from gyoza.worker.iocontract import ExitStatus
+from gyoza.worker.telemetry import UsageMeter
 
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
 STDOUT, STDERR = "stdout", "stderr"
@@ -167,6 +168,7 @@ class Execution(Protocol):
     """A started attempt."""
 
     logs: LogCapture
+    meter: UsageMeter  # what it uses, sampled while it runs (empty where the runtime cannot tell)
 
     async def wait(self) -> ExitStatus: ...
 

@@ -38,6 +38,7 @@ from gyoza.worker.runtimes.base import (
     Orphan,
     timestamp,
 )
+from gyoza.worker.telemetry import UsageMeter, follow_container_stats
 
 LABEL_RUN, LABEL_ATTEMPT, LABEL_WORKER = "gyoza.run_id", "gyoza.attempt", "gyoza.worker_id"
 # Which environment variables hold secrets (names only): a later life of the worker that adopts the container reads
@@ -80,9 +81,19 @@ class DockerExecution:
     def __init__(self, container: Container, logs: LogCapture) -> None:
         self.container = container
         self.logs = logs
+        self.meter = UsageMeter()
         for stream in (STDOUT, STDERR):
             threading.Thread(target=self._follow_logs, args=(stream,), daemon=True,
                              name=f"logs-{stream}-{container.short_id}").start()  # fmt: skip
+        threading.Thread(target=self._follow_stats, daemon=True, name=f"stats-{container.short_id}").start()
+
+    def _follow_stats(self) -> None:
+        """The engine's stats of the container, about one a second, into the meter until the container ends."""
+        try:
+            stream = self.container.stats(stream=True, decode=True)
+        except docker.errors.DockerException:
+            return
+        follow_container_stats(stream, self.meter)
 
     def _follow_logs(self, stream: str) -> None:
         try:

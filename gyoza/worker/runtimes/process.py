@@ -26,6 +26,7 @@ from gyoza.processes import die_with_parent
 from gyoza.schema import PullCredential
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture, Orphan
+from gyoza.worker.telemetry import UsageMeter
 
 GUARD = Path(__file__).with_name("guard.py")
 
@@ -34,6 +35,7 @@ class ProcessExecution:
     def __init__(self, process: asyncio.subprocess.Process, logs: LogCapture) -> None:
         self.process = process
         self.logs = logs
+        self.meter = UsageMeter()  # not sampled: a plain process has no cgroup of its own here
         assert process.stdout is not None and process.stderr is not None
         self._readers = [
             asyncio.create_task(self._read(process.stdout, stderr=False)),

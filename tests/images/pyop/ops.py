@@ -1,7 +1,8 @@
 """Test ops baked into ``gyoza-test/pyop:latest`` (run as ``docker run gyoza-test/pyop:latest <op>``).
 
 Each exercises one path of the worker: success, live events, failure, cancel/timeout, OOM, output validation,
-raw exit codes, GPU visibility and a careless op leaking a secret to its log. Standard library + ``gyoza.op`` only.
+raw exit codes, GPU visibility, a careless op leaking a secret to its log and measurable usage. Standard library
++ ``gyoza.op`` only.
 """
 
 from __future__ import annotations
@@ -106,3 +107,13 @@ def leak(variable: str, code: int = 0) -> dict[str, Any]:
     if code:
         sys.exit(code)
     return {"sha256": hashlib.sha256(value.encode()).hexdigest(), "length": len(value)}
+
+
+@sdk.op
+def hold(mb: int = 100, seconds: float = 3.0) -> dict[str, Any]:
+    """Hold ``mb`` of resident memory and keep one core busy for ``seconds``: usage a worker can measure."""
+    hoard = b"x" * (mb * 1024 * 1024)
+    deadline, spins = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        spins += 1
+    return {"held_mb": len(hoard) // (1024 * 1024), "spins": spins}
