@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gyoza.op._contract import (
     ATTEMPT_VAR,
+    CACHE_DIR_VAR,
     CONTAINER_IO_DIR,
     IO_DIR_VAR,
     OP_NAME_VAR,
@@ -32,6 +33,7 @@ class Context:
     op_name: str | None
     op_version: str | None
     gpu_ids: tuple[int, ...]
+    cache_dir: Path | None = None  # the definition's cache, kept between its runs on this worker
 
 
 def _optional(name: str) -> str | None:
@@ -48,4 +50,5 @@ def context() -> Context:
         op_name=_optional(OP_NAME_VAR),
         op_version=_optional(OP_VERSION_VAR),
         gpu_ids=read_gpu_ids(),
+        cache_dir=Path(cache) if (cache := _optional(CACHE_DIR_VAR)) else None,
     )

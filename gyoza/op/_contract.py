@@ -11,6 +11,9 @@ import os
 from collections.abc import Iterable, Mapping
 
 CONTAINER_IO_DIR = "/gyoza"
+# A definition's cache (model weights, downloads): the same directory for every run of it on one worker, kept between
+# runs; mounted here in a container, given in ``GYOZA_CACHE_DIR`` (a host path for a process-runtime op).
+CONTAINER_CACHE_DIR = "/gyoza/cache"
 
 INPUTS_FILE = "inputs.json"  # written by the worker: the run's inputs, a JSON object
 OUTPUTS_FILE = "outputs.json"  # written by the op: its outputs, a JSON object
@@ -23,15 +26,18 @@ ATTEMPT_VAR = "GYOZA_ATTEMPT"
 OP_NAME_VAR = "GYOZA_OP_NAME"
 OP_VERSION_VAR = "GYOZA_OP_VERSION"
 GPU_IDS_VAR = "GYOZA_GPU_IDS"
+CACHE_DIR_VAR = "GYOZA_CACHE_DIR"  # only for runs of a definition
 # Set by an image, not the worker: the module in which ``python -m gyoza.op NAME`` finds the function NAME.
 OP_MODULE_VAR = "GYOZA_OP_MODULE"
 
 
 def attempt_env(
-    run_id: str, attempt: int, op_name: str, op_version: str, gpu_ids: Iterable[int], io_dir: str
-) -> dict[str, str]:
+    run_id: str, attempt: int, op_name: str, op_version: str, gpu_ids: Iterable[int], io_dir: str,
+    cache_dir: str | None = None,
+) -> dict[str, str]:  # fmt: skip
     """The variables the worker gives an op (``read_gpu_ids`` reads the GPU list back)."""
-    return {
+    cache = {CACHE_DIR_VAR: cache_dir} if cache_dir is not None else {}
+    return cache | {
         RUN_ID_VAR: run_id,
         ATTEMPT_VAR: str(attempt),
         OP_NAME_VAR: op_name,

@@ -26,16 +26,15 @@ import logging
 from typing import Any, Protocol, runtime_checkable
 
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound, PayloadTooLarge
-from gyoza.op._contract import attempt_env
 from gyoza.schema import Assignment, FailureReason, LogChunkIn, WorkerEventIn, WorkerEventType
 from gyoza.worker.iocontract import AttemptDir, ExitStatus, Outcome, parse_event_line
+from gyoza.worker.launch import launch_spec
 from gyoza.worker.logchunks import log_chunks
 from gyoza.worker.runtimes.base import (
     TRUNCATED_MARKER,
     Execution,
     ImageMissing,
     LaunchFailed,
-    LaunchSpec,
     LogCapture,
     Runtime,
 )
@@ -160,7 +159,7 @@ class AttemptRunner:
             await self._report_outcome(Outcome("CANCELLED"))
             return
         try:
-            execution = await self.runtime.launch(self._launch_spec(), self.logs)
+            execution = await self.runtime.launch(launch_spec(self.assignment, self.settings, self.dir.path), self.logs)
         except ImageMissing as exc:
             await self._report_outcome(Outcome("FAILED", reason=FailureReason.IMAGE_NOT_FOUND, error=str(exc)))
             return
@@ -383,16 +382,3 @@ class AttemptRunner:
                 log.warning("reporting %s for run %s failed (%s); retrying", event.type, self.assignment.run_id, exc)
             await asyncio.sleep(pause)
             pause = min(pause * 2, REPORT_RETRY_MAX_S)
-
-    def _launch_spec(self) -> LaunchSpec:
-        a = self.assignment
-        io_dir = self.settings.container_io_dir or str(self.dir.path)
-        contract = attempt_env(
-            a.run_id, a.attempt, a.op_definition or "", a.definition_version or "", a.gpu_ids, io_dir
-        )
-        env = {**a.env, **a.secret_env, **contract}
-        return LaunchSpec(
-            run_id=a.run_id, attempt=a.attempt, worker_id=self.settings.name, image=a.image, command=a.command,
-            env=env, cpu=a.constraints.cpu, ram_mb=a.constraints.ram_mb, gpu_ids=list(a.gpu_ids),
-            io_dir=self.dir.path, secret_names=tuple(sorted(a.secret_env)), login=a.pull_credential,
-        )  # fmt: skip

@@ -151,6 +151,7 @@ def test_the_op_sdk_reads_what_the_worker_writes_and_the_worker_what_the_op_writ
     from gyoza.op._runner import run_attempt
     from gyoza.schema import Assignment, Constraints
     from gyoza.worker.attempt import AttemptRunner
+    from gyoza.worker.launch import launch_spec
     from gyoza.worker.settings import WorkerSettings
 
     work = Assignment(
@@ -160,11 +161,19 @@ def test_the_op_sdk_reads_what_the_worker_writes_and_the_worker_what_the_op_writ
     )  # fmt: skip
     runner = AttemptRunner(work, WorkerSettings(work_dir=tmp_path, runtime="process"), reporter=None, runtime=None)  # type: ignore[arg-type]
     runner.dir.prepare(work.inputs)
-    for name, value in runner._launch_spec().env.items():
+    settings = WorkerSettings(work_dir=tmp_path / "work", runtime="process")
+    for name, value in launch_spec(work, settings, runner.dir.path).env.items():
         monkeypatch.setenv(name, value)
     assert gyoza.op.context() == gyoza.op.Context(
-        io_dir=runner.dir.path, run_id="run-9", attempt=2, op_name="double", op_version="1.0", gpu_ids=(0, 2)
+        io_dir=runner.dir.path,
+        run_id="run-9",
+        attempt=2,
+        op_name="double",
+        op_version="1.0",
+        gpu_ids=(0, 2),
+        cache_dir=tmp_path / "cache" / "double",  # the definition's, beside the attempt directories
     )
+    assert (tmp_path / "cache" / "double").is_dir()
 
     def double(n: int) -> dict[str, int]:
         gyoza.op.info("doubling")

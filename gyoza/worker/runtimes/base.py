@@ -43,6 +43,7 @@ class LaunchSpec:
     io_dir: Path
     secret_names: tuple[str, ...] = ()  # the variables of ``env`` that hold secrets (a label names them)
     login: PullCredential | None = None  # for pulling ``image`` again, should it be gone by the create
+    cache_dir: Path | None = None  # the definition's cache directory on this machine, if it is one's run
 
 
 class LogCapture:

@@ -25,7 +25,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
-from gyoza.op._contract import CONTAINER_IO_DIR
+from gyoza.op._contract import CONTAINER_CACHE_DIR, CONTAINER_IO_DIR
 from gyoza.schema import PullCredential
 from gyoza.worker.iocontract import ExitStatus
 from gyoza.worker.runtimes.base import (
@@ -65,6 +65,8 @@ def container_options(spec: LaunchSpec, network: str) -> dict[str, Any]:
         "detach": True,
         "name": f"gyoza-{spec.run_id}-{spec.attempt}",
     }
+    if spec.cache_dir is not None:
+        options["volumes"][str(spec.cache_dir)] = {"bind": CONTAINER_CACHE_DIR, "mode": "rw"}
     if spec.secret_names:
         options["labels"][LABEL_SECRETS] = ",".join(spec.secret_names)
     if spec.cpu > 0:

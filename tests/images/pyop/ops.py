@@ -117,3 +117,15 @@ def hold(mb: int = 100, seconds: float = 3.0) -> dict[str, Any]:
     while time.monotonic() < deadline:
         spins += 1
     return {"held_mb": len(hoard) // (1024 * 1024), "spins": spins}
+
+
+@sdk.op
+def remember(note: str) -> dict[str, Any]:
+    """Keep ``note`` in the definition's cache and return what the previous run kept there (None the first time)."""
+    cache = sdk.context().cache_dir
+    if cache is None:
+        return {"previous": None, "cache": None}
+    kept = cache / "note.txt"
+    previous = kept.read_text() if kept.exists() else None
+    kept.write_text(note)
+    return {"previous": previous, "cache": str(cache)}
