@@ -37,8 +37,10 @@ class SimWorker:
         gpus: list[dict[str, Any]] | None = None,
         tags: list[str] | None = None,
         interval: float = 0.3,
+        images: list[str] | None = None,
     ) -> None:
         self.worker_id = worker_id
+        self.images = images or []
         self.resources = {"cpu": cpu, "ram_mb": ram_mb, "gpus": gpus or []}
         self.tags = tags or []
         self.interval = interval
@@ -54,7 +56,8 @@ class SimWorker:
 
     def body(self) -> dict[str, Any]:
         running = [{"run_id": run_id, "attempt": attempt} for run_id, attempt in sorted(self.held)]
-        return {"resources": self.resources, "tags": self.tags, "running": running, "version": "sim"}
+        return {"resources": self.resources, "tags": self.tags, "running": running, "version": "sim",
+                "images": self.images}  # fmt: skip
 
     async def heartbeat(self) -> httpx.Response:
         """Send one heartbeat; on 200 record the commands of the reply."""

@@ -233,3 +233,18 @@ async def _cancel_then_report(http: httpx.AsyncClient, worker: SimWorker, run_id
     requested = await http.post(f"/runs/{run_id}/cancel")
     assert requested.status_code == 200 and requested.json()["state"] == "RUNNING"
     return await worker.report(run_id, 1, "CANCELLED", "stopped on request")
+
+
+# --- images ----------------------------------------------------------------------------------------------------------
+
+
+async def test_a_worker_that_has_the_image_is_preferred(http: httpx.AsyncClient, fleet: Fleet, tag: str) -> None:
+    image = f"registry.example/{tag}/embedder:2"
+    await fleet.add("snug", cpu=2, tags=[tag])  # the tighter fit, without the image
+    pulled = await fleet.add("pulled", cpu=16, tags=[tag], images=[image, "busybox:latest"])
+    body = {"image": image, "tags": [tag], "constraints": {"cpu": 1, "ram_mb": 64}}
+    response = await http.post("/runs", json=body)
+    assert response.status_code == 201, response.text
+    await assigned(http, response.json()["id"], pulled)
+    view = (await http.get(f"/workers/{pulled.worker_id}")).json()
+    assert view["images"] == [image, "busybox:latest"]

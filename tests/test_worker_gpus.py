@@ -103,6 +103,9 @@ class RecordingRuntime:
         self.specs.append(spec)
         raise LaunchFailed("could not select device driver")
 
+    async def images(self) -> list[str]:
+        return []
+
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Any]:
         return []
 

@@ -27,11 +27,14 @@ class Demand:
     gpus: int
     tags: frozenset[str]
     limits: tuple[Limit, ...] = ()
+    image: str = ""  # preferred where it is pulled already; never required
 
     @classmethod
-    def of(cls, constraints: Constraints, tags: Iterable[str], limits: tuple[Limit, ...] = ()) -> Demand:
+    def of(
+        cls, constraints: Constraints, tags: Iterable[str], limits: tuple[Limit, ...] = (), image: str = ""
+    ) -> Demand:
         gpus = constraints.gpus or 0
-        return cls(constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits)
+        return cls(constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits, image)
 
     def describe(self) -> str:
         parts = [f"cpu {self.cpu:g}", f"ram {self.ram_mb} MB"]
@@ -53,6 +56,7 @@ class Capacity:
     cpu_free: float = 0.0
     ram_free: int = 0
     gpu_free: dict[int, int] = field(default_factory=dict)
+    images: frozenset[str] = frozenset()  # pulled already: preferred for runs of one of them
 
 
 def run_limits(
@@ -101,16 +105,17 @@ def leftover_score(demand: Demand, worker: Capacity) -> float:
 
 
 def best_worker(demand: Demand, workers: Iterable[Capacity]) -> tuple[Capacity, list[int]] | None:
-    """The fitting worker that the run packs most tightly (ties by id, so placement is deterministic)."""
-    best: tuple[float, str, Capacity, list[int]] | None = None
+    """The fitting worker that has the run's image already, then that the run packs most tightly (ties by id, so
+    placement is deterministic)."""
+    best: tuple[tuple[bool, float, str], Capacity, list[int]] | None = None
     for worker in workers:
         gpu_ids = fit(demand, worker)
         if gpu_ids is None:
             continue
-        key = (leftover_score(demand, worker), worker.worker_id)
-        if best is None or key < best[:2]:
-            best = (key[0], key[1], worker, gpu_ids)
-    return (best[2], best[3]) if best else None
+        key = (demand.image not in worker.images, leftover_score(demand, worker), worker.worker_id)
+        if best is None or key < best[0]:
+            best = (key, worker, gpu_ids)
+    return (best[1], best[2]) if best else None
 
 
 def could_ever_fit(demand: Demand, worker: Capacity) -> bool:

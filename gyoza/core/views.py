@@ -128,6 +128,7 @@ def worker_view(record: WorkerRecord, reservations: list[Reservation]) -> Worker
         id=record.id,
         status=record.status,
         tags=record.tags,
+        images=record.images,
         version=record.version,
         totals=totals,
         reserved=reserved,

@@ -51,7 +51,7 @@ class Ledger:
         gpus = {g.index: g.vram_mb for g in record.resources.gpus}
         schedulable = alive and workerstate.schedulable(record.status)
         current = self.workers.get(record.id)
-        tags = frozenset(record.tags)
+        tags, images = frozenset(record.tags), frozenset(record.images)
         if (
             current is not None
             and current.cpu_total == record.resources.cpu
@@ -59,12 +59,13 @@ class Ledger:
             and current.gpu_total == gpus
             and current.tags == tags
             and current.schedulable == schedulable
+            and current.images == images
         ):
             return False
         self._best = None
         self.workers[record.id] = Capacity(
             worker_id=record.id, cpu_total=record.resources.cpu, ram_total=record.resources.ram_mb,
-            gpu_total=gpus, tags=tags, schedulable=schedulable,
+            gpu_total=gpus, tags=tags, schedulable=schedulable, images=images,
         )  # fmt: skip
         self._recompute_free(record.id)
         return schedulable

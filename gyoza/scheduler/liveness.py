@@ -131,7 +131,10 @@ class Liveness:
         if record.status == WorkerStatus.OFFLINE:
             return True
         if body is not self._reported.get(record.id) and (
-            record.resources != body.resources or record.tags != body.tags or record.version != body.version
+            record.resources != body.resources
+            or record.tags != body.tags
+            or record.version != body.version
+            or record.images != body.images
         ):
             return True
         return now >= self._refresh_at.get(record.id, 0.0)

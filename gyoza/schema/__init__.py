@@ -153,6 +153,7 @@ from gyoza.schema.webhooks import (
     WebhookJob,
 )
 from gyoza.schema.workers import (
+    MAX_REPORTED_IMAGES,
     Assignment,
     AssignmentList,
     GpuInfo,
@@ -183,6 +184,7 @@ __all__ = [
     "KEY_ID_PATTERN",
     "MAX_BATCH_RUNS",
     "MAX_LOG_CHUNK_CHARS",
+    "MAX_REPORTED_IMAGES",
     "MAX_WEBHOOKS",
     "NAME_PATTERN",
     "REGISTRY_PATTERN",

@@ -42,6 +42,9 @@ class HeldAttempt(Input):
     attempt: Annotated[int, Field(ge=1)]
 
 
+MAX_REPORTED_IMAGES = 1000
+
+
 class HeartbeatIn(Input):
     """POST /workers/{id}/heartbeat and NATS ``gyoza.workers.<id>.heartbeat``."""
 
@@ -49,6 +52,10 @@ class HeartbeatIn(Input):
     tags: Annotated[list[Tag], Field(max_length=64)] = Field(default_factory=list)
     running: Annotated[list[HeldAttempt], Field(max_length=10_000)] = Field(default_factory=list)
     version: Annotated[str, Field(max_length=64)] = ""
+    # The images the worker has pulled (``repo:tag``): placement prefers a worker that need not pull.
+    images: Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=MAX_REPORTED_IMAGES)] = Field(
+        default_factory=list
+    )
 
 
 class WorkerCommand(Record):
@@ -77,6 +84,7 @@ class WorkerRecord(StoredRecord):
     resources: WorkerResources
     tags: list[str] = Field(default_factory=list)
     version: str = ""
+    images: list[str] = Field(default_factory=list)
     registered_at: datetime
     last_heartbeat: datetime
 
@@ -110,6 +118,7 @@ class WorkerView(Record):
     status: WorkerStatus
     tags: list[str]
     version: str
+    images: list[str] = Field(default_factory=list)  # pulled on it, as its last heartbeat said
     totals: ResourceAmounts
     reserved: ResourceAmounts
     free: ResourceAmounts

@@ -24,6 +24,7 @@ from gyoza.client import AsyncGyozaClient
 from gyoza.errors import GyozaError
 from gyoza.processes import Shutdown
 from gyoza.schema import (
+    MAX_REPORTED_IMAGES,
     Assignment,
     HeartbeatIn,
     HeartbeatReply,
@@ -40,6 +41,8 @@ from gyoza.worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 CLAIM_WAIT_S = 10.0
+# How often the heartbeats' list of pulled images is read again.
+IMAGES_EVERY_S = 30.0
 RETRY_AFTER_ERROR_S = 1.0
 REPEAT_CLAIM_PAUSE_S = 0.5
 FINISHED_MEMORY = 10_000
@@ -72,6 +75,8 @@ class WorkerAgent:
         self.finished: dict[tuple[str, int], None] = {}
         self.heartbeat_interval = settings.heartbeat_interval
         self.accepting = True
+        self.images: list[str] = []  # the runtime's pulled images, reported in heartbeats
+        self._images_read_at = -IMAGES_EVERY_S
 
     async def run(self, shutdown: Shutdown, source: AssignmentSource | None = None) -> None:
         await self.adopt_orphans()
@@ -218,11 +223,16 @@ class WorkerAgent:
     def heartbeat_body(self) -> HeartbeatIn:
         held = [HeldAttempt(run_id=run_id, attempt=attempt) for run_id, attempt in self.runners]
         return HeartbeatIn(
-            resources=self.resources, tags=list(self.settings.tags), running=held, version=gyoza.__version__
+            resources=self.resources,
+            tags=list(self.settings.tags),
+            running=held,
+            version=gyoza.__version__,
+            images=self.images[:MAX_REPORTED_IMAGES],
         )
 
     async def _heartbeats(self) -> None:
         while True:
+            await self._read_images()
             try:
                 reply = await self.reports.heartbeat(self.settings.name, self.heartbeat_body())
             except GyozaError as exc:
@@ -232,6 +242,17 @@ class WorkerAgent:
                 for command in reply.commands:
                     self.apply(command)
             await asyncio.sleep(self.heartbeat_interval)
+
+    async def _read_images(self) -> None:
+        """Every ``IMAGES_EVERY_S``: the images the runtime holds (an engine that fails to answer keeps the last)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._images_read_at < IMAGES_EVERY_S:
+            return
+        self._images_read_at = now
+        try:
+            self.images = sorted(await self.runtime.images())
+        except Exception as exc:  # the engine's hiccup must not stop the heartbeats
+            log.warning("could not list the runtime's images: %s", exc)
 
 
 async def claim_loop(agent: WorkerAgent) -> None:

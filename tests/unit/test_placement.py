@@ -26,6 +26,19 @@ def test_the_worker_left_tightest_wins_and_tags_must_all_be_present() -> None:
     assert best_worker(demand(tags="h100"), [big, small]) is None
 
 
+def test_a_worker_with_the_image_pulled_wins_over_a_tighter_fit_but_is_never_required() -> None:
+    big, small = worker("big", 32, 128000), worker("small", 4, 16000)
+    big.images = frozenset({"ghcr.io/acme/embedder:2"})
+    wanted = Demand(2, 8000, 0, 0, frozenset(), image="ghcr.io/acme/embedder:2")
+    placed = best_worker(wanted, [small, big])
+    assert placed is not None and placed[0].worker_id == "big"
+    other = best_worker(Demand(2, 8000, 0, 0, frozenset(), image="ghcr.io/acme/other:1"), [small, big])
+    assert other is not None and other[0].worker_id == "small"  # nobody has it: the tightest fit, as always
+    big.cpu_free = 1  # the worker with the image is full: another one pulls it
+    fallback = best_worker(wanted, [small, big])
+    assert fallback is not None and fallback[0].worker_id == "small"
+
+
 def test_reasons_name_what_is_missing() -> None:
     assert pending_reason(demand(), []).code == ReasonCode.NO_WORKERS
     assert pending_reason(demand(tags="h100"), [worker("w", 4, 1000)]).code == ReasonCode.NO_WORKER_WITH_TAGS

@@ -98,6 +98,9 @@ class Runtime:
         self.launched.set()
         return self.ops[-1]
 
+    async def images(self) -> list[str]:
+        return []
+
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Any]:
         return []
 

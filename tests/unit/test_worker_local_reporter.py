@@ -57,6 +57,9 @@ class Runtime:
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> Op:
         return Op(spec, self.events, self.outputs)
 
+    async def images(self) -> list[str]:
+        return []
+
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Any]:
         return []
 

@@ -248,6 +248,10 @@ class DockerRuntime:
         await self.ensure_image(image, login)
         return await asyncio.to_thread(self.client.containers.create, **options)
 
+    async def images(self) -> list[str]:
+        listed = await asyncio.to_thread(self.client.images.list)
+        return [tag for image in listed for tag in image.tags]
+
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
         # Sparse: the list answer already holds labels and mounts, and a full listing would inspect each container,
         # failing with 404 when one disappears meanwhile.

@@ -100,6 +100,9 @@ class ProcessRuntime:
             raise LaunchFailed(f"cannot start {executable}: {exc}") from None
         return ProcessExecution(process, logs)
 
+    async def images(self) -> list[str]:
+        return []  # no images: every process-runtime worker is as good as another
+
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
         """Ops die with their worker (their guard kills them), so a previous life leaves nothing to adopt."""
         return []
