@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.api_checks import error_of, fields
-from tests.simworker import Fleet, SimWorker, wait_run
+from tests.simworker import Cluster, Fleet, SimWorker, wait_run
 from tests.waiting import until
 
 WORK_S = 0.05  # how long a simulated attempt runs
@@ -138,3 +138,57 @@ async def test_a_run_of_a_definition_may_set_its_key_but_not_the_definitions_lim
     keyed = await http.post(f"/definitions/{unique_name}/runs", json={"concurrency": {"key": "team-a", "limit": 1}})
     assert keyed.status_code == 201, keyed.text
     assert (keyed.json()["max_concurrent"], keyed.json()["concurrency"]) == (4, {"key": "team-a", "limit": 1})
+
+
+# --- quotas (issue 13.2) ---------------------------------------------------------------------------------------------
+
+
+async def test_a_keys_quota_holds_its_runs_and_raising_it_lets_more_in(
+    http: httpx.AsyncClient, fleet: Fleet, tag: str, cluster: Cluster
+) -> None:
+    created = await http.post("/keys", json={"name": "team-a", "role": "submit", "quota": {"cpu": 2}})
+    assert created.status_code == 201, created.text
+    key = created.json()
+    assert key["quota"] == {"gpus": None, "vram_mb": None, "cpu": 2.0, "ram_mb": None}
+    await fleet.add("roomy", cpu=16, ram_mb=65536, tags=[tag])
+    item = {"image": "sim/op:1", "tags": [tag], "constraints": {"cpu": 1, "ram_mb": 64}}
+    async with httpx.AsyncClient(base_url=cluster.url, headers={"X-API-Key": key["token"]}, timeout=30) as team:
+        runs = [(await team.post("/runs", json=item)).json() for _ in range(5)]
+    assert {run["owner"] for run in runs} == {key["id"]}
+    unlimited = (await http.post("/runs", json=item)).json()  # the bootstrap key's run: no quota
+    await wait_run(http, unlimited["id"], state="ASSIGNED")
+
+    async def assigned() -> int:
+        return sum([(await http.get(f"/runs/{run['id']}")).json()["state"] == "ASSIGNED" for run in runs])
+
+    await until(lambda: _equals(assigned, 2), 10, what="two runs placed: the quota's 2 CPUs")
+    states = {run["id"]: (await http.get(f"/runs/{run['id']}")).json()["state"] for run in runs}
+    waiting = [run_id for run_id, state in states.items() if state == "PENDING"]
+    held = await wait_run(http, waiting[0], state="PENDING", reason="QUOTA_EXCEEDED", timeout=15)
+    assert held["state_reason"]["message"] == "quota of key team-a: 2/2 CPU in use"
+
+    raised = await http.put(f"/keys/{key['id']}/quota", json={"quota": {"cpu": 4}})
+    assert raised.status_code == 200 and raised.json()["quota"]["cpu"] == 4
+    await until(lambda: _equals(assigned, 4), 10, what="two more placed once the quota was raised")
+    lifted = await http.put(f"/keys/{key['id']}/quota", json={"quota": None})
+    assert lifted.json()["quota"] is None
+    await until(lambda: _equals(assigned, 5), 10, what="the last one placed once the quota was lifted")
+
+
+async def _equals(count: Any, expected: int) -> bool:
+    return bool(await count() == expected)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"quota": {"cpu": -1}}, "quota.cpu"), ({"quota": {"gpu": 1}}, "quota.gpu"), ({}, "quota")],
+)
+async def test_a_bad_quota_is_400_naming_the_field(http: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
+    key = (await http.post("/keys", json={"name": "q", "role": "submit"})).json()
+    assert fields(error_of(await http.put(f"/keys/{key['id']}/quota", json=body), 400)) == {field}
+    reader = (await http.post("/keys", json={"name": "r", "role": "read"})).json()
+    refused = await http.put(f"/keys/{reader['id']}/quota", json={"quota": {"cpu": 1}})
+    assert fields(error_of(refused, 400)) == {"quota"}
+    at_creation = await http.post("/keys", json={"name": "r", "role": "read", "quota": {"cpu": 1}})
+    assert fields(error_of(at_creation, 400)) == {"quota"}
+    error_of(await http.put("/keys/0000000000000000/quota", json={"quota": None}), 404, "KEY_NOT_FOUND")

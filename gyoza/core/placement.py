@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gyoza.schema import Concurrency, Constraints, ReasonCode, StateReason
+from gyoza.schema import Concurrency, Constraints, Quota, ReasonCode, StateReason
 
 # A concurrency group a run belongs to and the most runs of it that may hold a place at once: ("definition:<name>",
 # its max_concurrent) or ("key:<concurrency key>", the run's limit).
@@ -28,13 +28,21 @@ class Demand:
     tags: frozenset[str]
     limits: tuple[Limit, ...] = ()
     image: str = ""  # preferred where it is pulled already; never required
+    owner: str = ""  # the key whose quota it counts against ("": none)
 
     @classmethod
     def of(
-        cls, constraints: Constraints, tags: Iterable[str], limits: tuple[Limit, ...] = (), image: str = ""
-    ) -> Demand:
+        cls, constraints: Constraints, tags: Iterable[str], limits: tuple[Limit, ...] = (), image: str = "",
+        owner: str = "",
+    ) -> Demand:  # fmt: skip
         gpus = constraints.gpus or 0
-        return cls(constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits, image)
+        return cls(
+            constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits, image, owner
+        )
+
+    def amounts(self) -> tuple[float, float, float, float]:
+        """What it takes of a quota: (GPUs, VRAM over its GPUs, CPU, RAM)."""
+        return (self.gpus, self.vram_mb * self.gpus, self.cpu, self.ram_mb)
 
     def describe(self) -> str:
         parts = [f"cpu {self.cpu:g}", f"ram {self.ram_mb} MB"]
@@ -76,6 +84,23 @@ def limit_reason(group: str, limit: int, active: int) -> StateReason:
     kind, _, name = group.partition(":")
     what = f"definition {name} (max_concurrent)" if kind == "definition" else f"concurrency key {name}"
     return StateReason(code=ReasonCode.CONCURRENCY_LIMIT, message=f"{what}: {active}/{limit} assigned or running")
+
+
+QUOTA_FIELDS = ("gpus", "vram_mb", "cpu", "ram_mb")
+_QUOTA_UNITS = ("GPUs", "MB VRAM", "CPU", "MB RAM")
+
+
+def quota_shortfall(demand: Demand, held: tuple[float, ...], quota: Quota) -> str | None:
+    """How a run would overrun its key's quota, with the numbers ("6/6 GPUs"), or None when it fits."""
+    for name, unit, used, wanted in zip(QUOTA_FIELDS, _QUOTA_UNITS, held, demand.amounts(), strict=True):
+        limit = getattr(quota, name)
+        if limit is not None and wanted > 0 and used + wanted > limit + 1e-9:
+            return f"{used:g}/{limit:g} {unit} in use"
+    return None
+
+
+def quota_reason(owner_name: str, shortfall: str) -> StateReason:
+    return StateReason(code=ReasonCode.QUOTA_EXCEEDED, message=f"quota of key {owner_name}: {shortfall}")
 
 
 def choose_gpus(demand: Demand, gpu_free: dict[int, int]) -> list[int] | None:

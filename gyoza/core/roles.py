@@ -129,6 +129,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/keys"): ADMIN,
     ("GET", "/keys/<key_id>"): ADMIN,
     ("DELETE", "/keys/<key_id>"): ADMIN,
+    ("PUT", "/keys/<key_id>/quota"): ADMIN,
     ("PUT", "/secrets/<name>"): ADMIN,
     ("GET", "/secrets"): ADMIN,
     ("GET", "/secrets/<name>"): ADMIN,

@@ -68,6 +68,7 @@ def _run_view(record: RunRecord) -> OpRun:
         secrets=record.secrets,
         max_concurrent=record.max_concurrent,
         concurrency=record.concurrency,
+        owner=record.owner,
         usage=attempt.usage,
         state=attempt.state,
         state_reason=attempt.state_reason,

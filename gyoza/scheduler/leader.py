@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from gyoza.bus import names
 from gyoza.bus.port import Bus, Stoppable
-from gyoza.core.placement import Demand, limit_reason, pending_reason
+from gyoza.core.placement import Demand, limit_reason, pending_reason, quota_reason, quota_shortfall
 from gyoza.errors import GyozaError, InvalidRequest, RunNotFound, Unavailable
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
@@ -30,9 +30,11 @@ from gyoza.scheduler.state import ClusterState, Known
 from gyoza.schema import (
     HeartbeatIn,
     HeartbeatReply,
+    Quota,
     RunRecord,
     RunRequested,
     RunState,
+    StateReason,
     validation_problems,
 )
 from gyoza.services.clock import SYSTEM_CLOCK, Clock
@@ -61,10 +63,13 @@ class Scheduler:
         self, bus: Bus, runs: RunService, workers: WorkerService, settings: Settings, node_id: str,
         failures: TaskFailures, clock: Clock = SYSTEM_CLOCK, outbox: TopicFeed | None = None,
         catch_up: Callable[[], Awaitable[None]] | None = None,
+        quota_of: Callable[[str], tuple[Quota, str] | None] | None = None,
     ) -> None:  # fmt: skip
         """``catch_up``: returns once this process's run feed has what the runs bucket held when it was called (a
-        new leader waits for it, so that it counts every place the previous one handed out)."""
+        new leader waits for it, so that it counts every place the previous one handed out). ``quota_of``: a key
+        id's quota and the key's name, if it has one."""
         self._catch_up = catch_up
+        self._quota_of = quota_of
         self.clock = clock
         self.outbox = outbox
         self.bus = bus
@@ -303,6 +308,9 @@ class Scheduler:
             if best.demand.limits and self.state.ledger.full_limit(best.demand) is not None:
                 blocked.add(best.demand)  # its group has no room: the lane waits for one of its runs to end
                 continue
+            if best.demand.owner and self._over_quota(best.demand) is not None:
+                blocked.add(best.demand)  # its key's other runs hold its whole quota
+                continue
             target = self.state.ledger.best_worker(best.demand)
             if target is None:
                 blocked.add(best.demand)
@@ -355,6 +363,22 @@ class Scheduler:
         else:
             self.wake()
 
+    def _over_quota(self, demand: Demand) -> StateReason | None:
+        found = self._quota_of(demand.owner) if self._quota_of is not None else None
+        if found is None:
+            return None
+        quota, name = found
+        held = self.state.ledger.owned.get(demand.owner, (0.0, 0.0, 0.0, 0.0))
+        shortfall = quota_shortfall(demand, held, quota)
+        return None if shortfall is None else quota_reason(name, shortfall)
+
+    def _limit_reason(self, demand: Demand) -> StateReason | None:
+        """Why a lane waits when it is for a limit rather than for room: its concurrency group, its key's quota."""
+        full = self.state.ledger.full_limit(demand) if demand.limits else None
+        if full is not None:
+            return limit_reason(*full)
+        return self._over_quota(demand) if demand.owner else None
+
     def _queue_again(self, run: QueuedRun) -> None:
         if run.run_id not in self.state.queue:
             self.state.queue.push(run)
@@ -366,6 +390,8 @@ class Scheduler:
             if self.outbox is not None:
                 await self.outbox.flush()  # topic events NATS could not take when they came
             await self._refresh_reasons()
+            if self._blocked:
+                self.wake()  # a quota raised, a limit lifted: nothing else would tell placement
             await asyncio.sleep(REASONS_EVERY_S)
 
     async def _refresh_reasons(self) -> None:
@@ -375,8 +401,7 @@ class Scheduler:
         as soon as a placement pass finds the lane unblocked (its runs are being placed: no reason to write)."""
         workers = list(self.state.ledger.workers.values())
         for demand in list(self._blocked):
-            full = self.state.ledger.full_limit(demand) if demand.limits else None
-            reason = pending_reason(demand, workers) if full is None else limit_reason(*full)
+            reason = self._limit_reason(demand) or pending_reason(demand, workers)
             written = 0
             for checked, run in enumerate(self.state.queue.in_lane(demand), 1):
                 if written >= REASON_WRITES_PER_LANE or not self.is_leader or demand not in self._blocked:

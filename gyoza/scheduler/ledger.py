@@ -32,6 +32,7 @@ class Ledger:
         self.held: dict[str, Held] = {}
         self.by_worker: dict[str, set[str]] = {}
         self.active: dict[str, int] = {}  # concurrency group -> attempts holding a place (``Demand.limits``)
+        self.owned: dict[str, tuple[float, ...]] = {}  # key id -> what its runs hold (``Demand.amounts``)
         # (demand, worker id) of the last full search, valid while only reservations of that demand there followed.
         self._best: tuple[Demand, str] | None = None
 
@@ -106,6 +107,8 @@ class Ledger:
         self.by_worker.setdefault(held.worker_id, set()).add(held.run_id)
         for group, _ in held.demand.limits:
             self.active[group] = self.active.get(group, 0) + 1
+        if held.demand.owner:
+            self._own(held.demand, +1)
         worker = self.workers.get(held.worker_id)
         if worker is not None:
             self._take(worker, held, -1)
@@ -115,6 +118,8 @@ class Ledger:
         if held is None:
             return None
         self.by_worker.get(held.worker_id, set()).discard(run_id)
+        if held.demand.owner:
+            self._own(held.demand, -1)
         for group, _ in held.demand.limits:
             left = self.active[group] - 1
             if left:
@@ -126,6 +131,14 @@ class Ledger:
         if worker is not None:
             self._take(worker, held, +1)
         return held
+
+    def _own(self, demand: Demand, sign: int) -> None:
+        before = self.owned.get(demand.owner, (0.0, 0.0, 0.0, 0.0))
+        after = tuple(max(held + sign * amount, 0.0) for held, amount in zip(before, demand.amounts(), strict=True))
+        if any(after):
+            self.owned[demand.owner] = after
+        else:
+            self.owned.pop(demand.owner, None)
 
     def full_limit(self, demand: Demand) -> tuple[str, int, int] | None:
         """(group, limit, active) of a concurrency limit of ``demand`` that has no room now, if any."""

@@ -120,4 +120,4 @@ class ClusterState:
 
 def _demand(record: RunRecord) -> Demand:
     limits = run_limits(record.op_definition, record.max_concurrent, record.concurrency)
-    return Demand.of(record.constraints, record.tags, limits, record.image)
+    return Demand.of(record.constraints, record.tags, limits, record.image, record.owner or "")

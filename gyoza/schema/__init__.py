@@ -85,6 +85,8 @@ from gyoza.schema.keys import (
     ApiKeyRecord,
     ApiKeyView,
     KeyScope,
+    Quota,
+    QuotaIn,
     Role,
 )
 from gyoza.schema.retention import DURATION_PATTERN, FOREVER, Duration, Retention, duration_seconds, parse_retention
@@ -265,6 +267,8 @@ __all__ = [
     "PlainText",
     "Priority",
     "PullCredential",
+    "Quota",
+    "QuotaIn",
     "ReasonCode",
     "Record",
     "RegistryCredential",

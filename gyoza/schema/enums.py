@@ -39,6 +39,7 @@ class ReasonCode(StrEnum):
     NO_WORKER_WITH_TAGS = "NO_WORKER_WITH_TAGS"
     INSUFFICIENT_RESOURCES = "INSUFFICIENT_RESOURCES"
     NO_WORKER_LARGE_ENOUGH = "NO_WORKER_LARGE_ENOUGH"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # its key's quota of GPUs, VRAM, CPU or RAM is in use by its other runs
     CONCURRENCY_LIMIT = "CONCURRENCY_LIMIT"  # its definition's max_concurrent, or its concurrency key's limit
     RETRY_BACKOFF = "RETRY_BACKOFF"
     ASSIGNED = "ASSIGNED"

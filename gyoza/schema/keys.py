@@ -9,7 +9,7 @@ from typing import Annotated, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from gyoza.errors import InvalidRequest
-from gyoza.schema._base import Input, OpName, Record, StoredRecord, WorkerId
+from gyoza.schema._base import Input, OpName, Part, Record, StoredRecord, WorkerId
 
 # A key's id: readable inside its token (``gyz_<id>_<secret>``) and the KV key of its record.
 KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
@@ -33,6 +33,16 @@ class KeyScope(Record):
     worker_id: str | None = None
 
 
+class Quota(Part):
+    """The most a key's runs may hold at once (ASSIGNED or RUNNING), summed over them; a field left out is not
+    limited. VRAM counts per GPU held (a run of 2 GPUs with 16 GB each holds 32 GB)."""
+
+    gpus: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    vram_mb: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
+    cpu: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
+    ram_mb: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
+
+
 class ApiKeyIn(Input):
     """POST /keys."""
 
@@ -42,6 +52,7 @@ class ApiKeyIn(Input):
         None, min_length=1, max_length=100, description="submit role only: the only definitions it may create runs of"
     )
     worker_id: WorkerId | None = Field(None, description="worker role only, and required there: the worker it acts as")
+    quota: Quota | None = Field(None, description="submit role only: the most its runs may hold at once")
 
     @model_validator(mode="after")
     def _scope_fits_the_role(self) -> Self:
@@ -50,6 +61,8 @@ class ApiKeyIn(Input):
             problems.append({"field": "definitions", "problem": "only a submit key is limited to definitions"})
         if self.role is Role.WORKER and self.worker_id is None:
             problems.append({"field": "worker_id", "problem": "required for the worker role"})
+        if self.quota is not None and self.role is not Role.SUBMIT:
+            problems.append({"field": "quota", "problem": "only a submit key's runs are limited by a quota"})
         if self.role is not Role.WORKER and self.worker_id is not None:
             problems.append({"field": "worker_id", "problem": "only a worker key is bound to a worker"})
         if problems:
@@ -59,6 +72,12 @@ class ApiKeyIn(Input):
     def scope(self) -> KeyScope:
         definitions = sorted(set(self.definitions)) if self.definitions is not None else None
         return KeyScope(definitions=definitions, worker_id=self.worker_id)
+
+
+class QuotaIn(Input):
+    """PUT /keys/{key_id}/quota: the key's new quota, or null to lift it."""
+
+    quota: Quota | None
 
 
 class ApiKeyRecord(StoredRecord):
@@ -72,6 +91,7 @@ class ApiKeyRecord(StoredRecord):
     role: Role
     scope: KeyScope = Field(default_factory=KeyScope)
     token_sha256: str
+    quota: Quota | None = None
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -83,6 +103,7 @@ class ApiKeyView(Record):
     name: str
     role: Role
     scope: KeyScope
+    quota: Quota | None = None
     created_at: datetime
     revoked_at: datetime | None = None
 

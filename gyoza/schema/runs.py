@@ -189,6 +189,7 @@ class RunRecord(StoredRecord):
     retention: Retention = Field(default_factory=Retention)
     secrets: dict[str, str] = Field(default_factory=dict)  # env name -> secret name (never a value)
     max_concurrent: int | None = None  # its definition's
+    owner: str | None = None  # the id of the scoped key that created it (None: the bootstrap key, a session)
     concurrency: Concurrency | None = None
     # When JetStream removes the run (its finishing write's TTL); None while unfinished or kept forever.
     expires_at: datetime | None = None
@@ -235,6 +236,7 @@ class OpRun(Record):
     secrets: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int | None = None
     concurrency: Concurrency | None = None
+    owner: str | None = None
     usage: AttemptUsage | None = None  # the current attempt's, once it ended (issue 13.3)
     state: RunState
     state_reason: StateReason

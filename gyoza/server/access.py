@@ -55,6 +55,13 @@ def _route_rule() -> Rule | None:
     return rule_for(request.method, request.url_rule.rule) if request.url_rule is not None else None
 
 
+def request_owner() -> str | None:
+    """The scoped key this request came with (its runs count against that key's quota), None for the bootstrap
+    key or a dashboard session."""
+    principal: Principal | None = cast(dict[str, Any], request.scope).get(PRINCIPAL)
+    return None if principal is None else principal.key_id
+
+
 def check_role(principal: Principal) -> None:
     """403 FORBIDDEN naming the role needed, when the key's role or scope does not allow the request."""
     if principal.role is Role.ADMIN:

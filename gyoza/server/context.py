@@ -114,7 +114,15 @@ async def build_context(settings: Settings, ring: KeyRing | None = None) -> Serv
         keys = KeyService(bus, ring or KeyRing())
         await keys.follow(failures)
         scheduler = Scheduler(
-            bus, runs, workers, settings, node_id(settings), failures, outbox=topics, catch_up=listener.catch_up
+            bus,
+            runs,
+            workers,
+            settings,
+            node_id(settings),
+            failures,
+            outbox=topics,
+            catch_up=listener.catch_up,
+            quota_of=keys.ring.quota_of,
         )
         feed = RunFeed(bus, failures, runs.store, keeper=listener)
         stream_hub = StreamHub(bus)

@@ -68,7 +68,7 @@ class BatchService:
     # --- creation ----------------------------------------------------------------------------------------------
 
     async def create_from_definition(
-        self, name: str, body: BatchFromDefinitionIn, idempotency_header: str | None
+        self, name: str, body: BatchFromDefinitionIn, idempotency_header: str | None, owner: str | None = None
     ) -> BatchOutcome:
         _refuse_header(idempotency_header)
         versions = sorted({item.version for item in body.runs}, key=lambda v: v or "")
@@ -92,9 +92,11 @@ class BatchService:
                 f"input specs of {name}; nothing was stored",
                 details=problems,
             )
-        return await self._store(planned)
+        return await self._store(planned, owner)
 
-    async def create_adhoc(self, body: AdHocBatchIn, idempotency_header: str | None) -> BatchOutcome:
+    async def create_adhoc(
+        self, body: AdHocBatchIn, idempotency_header: str | None, owner: str | None = None
+    ) -> BatchOutcome:
         _refuse_header(idempotency_header)
         fields = set(RunTemplate.model_fields)
         planned = [
@@ -108,9 +110,9 @@ class BatchService:
             )
             for item in body.runs
         ]
-        return await self._store(planned)
+        return await self._store(planned, owner)
 
-    async def _store(self, planned: list[PlannedRun]) -> BatchOutcome:
+    async def _store(self, planned: list[PlannedRun], owner: str | None) -> BatchOutcome:
         batch_id = str(uuid.uuid4())
         ids, slots = await self._claim_ids(planned)
         repeats = [ids[i] for i in range(len(planned)) if slots[i] == _REPEAT]
@@ -119,7 +121,7 @@ class BatchService:
         to_write = [i for i in range(len(planned)) if slots[i] == _NEW or (slots[i] == _REPEAT and not found[ids[i]])]
         now = self.runs.clock()
         prototypes: dict[int, RunRecord] = {}
-        records = [_record(ids[i], planned[i], batch_id, now, prototypes) for i in to_write]
+        records = [_record(ids[i], planned[i], batch_id, now, prototypes, owner) for i in to_write]
         written: list[tuple[RunRecord, int, bool]] = []
         for start in range(0, len(records), PIPELINE):
             written += await self._write_chunk(records[start : start + PIPELINE])
@@ -199,7 +201,9 @@ def _template(definition: OpDefinition) -> RunTemplate:
     return RunTemplate.model_validate(stored, extra="allow")
 
 
-def _record(run_id: str, item: PlannedRun, batch_id: str, now: datetime, prototypes: dict[int, RunRecord]) -> RunRecord:
+def _record(
+    run_id: str, item: PlannedRun, batch_id: str, now: datetime, prototypes: dict[int, RunRecord], owner: str | None
+) -> RunRecord:
     """The new run's record: a shallow copy of its template's prototype (validated once per template and batch)
     with the run's own fields. The parts they share (constraints, env, specs...) are never changed in place: a run
     changes later only as a fresh decode from KV, inside a compare-and-set."""
@@ -208,7 +212,7 @@ def _record(run_id: str, item: PlannedRun, batch_id: str, now: datetime, prototy
         prototype = prototypes[id(item.template)] = _prototype(item, now)
     own = {
         "id": run_id, "inputs": item.inputs, "priority": item.priority, "idempotency_key": item.idempotency_key,
-        "labels": item.labels, "batch_id": batch_id, "events": [],
+        "labels": item.labels, "batch_id": batch_id, "events": [], "owner": owner,
     }  # fmt: skip
     return sm.start_record(prototype.model_copy(update=own), now)
 

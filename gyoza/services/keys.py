@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from gyoza.bus.port import Bus
 from gyoza.bus.records import INITIAL_VALUES_DONE, KeyChange, RecordMissing, RecordStore
 from gyoza.core.roles import Principal
-from gyoza.errors import GyozaError, KeyNotFound
-from gyoza.schema import KEY_ID_PATTERN, ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyRecord, ApiKeyView
+from gyoza.errors import GyozaError, InvalidRequest, KeyNotFound
+from gyoza.schema import KEY_ID_PATTERN, ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyRecord, ApiKeyView, Quota, Role
 from gyoza.services.clock import SYSTEM_CLOCK, Clock
 from gyoza.supervision import TaskFailures, start_supervised, stop_task
 
@@ -48,8 +48,8 @@ def secret_digest(token: bytes) -> bytes:
 
 def view_of(record: ApiKeyRecord) -> ApiKeyView:
     return ApiKeyView(
-        id=record.id, name=record.name, role=record.role, scope=record.scope, created_at=record.created_at,
-        revoked_at=record.revoked_at,
+        id=record.id, name=record.name, role=record.role, scope=record.scope, quota=record.quota,
+        created_at=record.created_at, revoked_at=record.revoked_at,
     )  # fmt: skip
 
 
@@ -69,6 +69,8 @@ class KeyRing:
 
     def __init__(self) -> None:
         self._keys: dict[str, tuple[int, bytes, Principal | None]] = {}
+        self.names: dict[str, str] = {}  # key id -> name, for the scheduler's pending reasons
+        self.quotas: dict[str, Quota] = {}  # key id -> its quota, for the scheduler
 
     def principal(self, token: bytes) -> Principal | None:
         """The live key a token is, or None (malformed, unknown, revoked, or the wrong secret)."""
@@ -85,11 +87,23 @@ class KeyRing:
             return
         live = None if record.revoked_at is not None else Principal(record.role, record.scope, record.id)
         self._keys[record.id] = (revision, bytes.fromhex(record.token_sha256), live)
+        self.names[record.id] = record.name
+        if record.quota is None:
+            self.quotas.pop(record.id, None)
+        else:
+            self.quotas[record.id] = record.quota
+
+    def quota_of(self, key_id: str) -> tuple[Quota, str] | None:
+        """The key's quota and its name (for the scheduler), if it has one."""
+        quota = self.quotas.get(key_id)
+        return None if quota is None else (quota, self.names.get(key_id, key_id))
 
     def forget(self, key_id: str) -> None:
         self._keys.pop(key_id, None)
+        self.quotas.pop(key_id, None)
 
     def clear(self) -> None:
+        """Refuse every scoped key (the watch is down). Quotas stay: runs still count against the quota they had."""
         self._keys.clear()
 
 
@@ -107,7 +121,7 @@ class KeyService:
         # 64 random bits of id: a clash is not expected in the life of a cluster (create() would refuse it, a 500).
         key_id, token = new_token()
         record = ApiKeyRecord(
-            id=key_id, name=body.name, role=body.role, scope=body.scope(),
+            id=key_id, name=body.name, role=body.role, scope=body.scope(), quota=body.quota,
             token_sha256=secret_digest(token.encode()).hex(), created_at=self.clock.utcnow(),
         )  # fmt: skip
         revision = await self.store.create(key_id, record)
@@ -130,6 +144,22 @@ class KeyService:
         with _known(key_id):
             record, revision, _ = await self.store.mutate(
                 key_id, lambda r: None if r.revoked_at is not None else r.model_copy(update={"revoked_at": now})
+            )
+        self.ring.apply(record, revision)
+        return view_of(record)
+
+    async def set_quota(self, key_id: str, quota: Quota | None) -> ApiKeyView:
+        """Give a submit key a quota, change it, or lift it (None); runs placed already keep their places."""
+        with _known(key_id):
+            record, _ = await self.store.get(key_id)
+        if record.role is not Role.SUBMIT:
+            raise InvalidRequest(
+                f"key {key_id} has the {record.role.value} role: only a submit key's runs are limited by a quota",
+                details=[{"field": "quota", "problem": "only for submit keys"}],
+            )
+        with _known(key_id):
+            record, revision, _ = await self.store.mutate(
+                key_id, lambda r: None if r.quota == quota else r.model_copy(update={"quota": quota})
             )
         self.ring.apply(record, revision)
         return view_of(record)

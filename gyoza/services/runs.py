@@ -81,7 +81,7 @@ class RunService:
     # --- creation ----------------------------------------------------------------------------------------------
 
     async def create_from_definition(
-        self, name: str, body: RunFromDefinitionIn, idempotency_header: str | None
+        self, name: str, body: RunFromDefinitionIn, idempotency_header: str | None, owner: str | None = None
     ) -> tuple[RunRecord, bool]:
         definition = await self.definitions.get(name, body.version)
         inputs = _checked_inputs(body.inputs, definition)
@@ -90,13 +90,15 @@ class RunService:
         template = _with_overrides(RunTemplate.model_validate(stored, extra="allow"), body)
         return await self._create(
             template, inputs, body.priority, _idempotency_key(body.idempotency_key, idempotency_header),
-            definition, body.labels,
+            definition, body.labels, owner,
         )  # fmt: skip
 
-    async def create_adhoc(self, body: AdHocRunIn, idempotency_header: str | None) -> tuple[RunRecord, bool]:
+    async def create_adhoc(
+        self, body: AdHocRunIn, idempotency_header: str | None, owner: str | None = None
+    ) -> tuple[RunRecord, bool]:
         template = RunTemplate.model_validate(body.model_dump(include=set(RunTemplate.model_fields)))
         key = _idempotency_key(body.idempotency_key, idempotency_header)
-        return await self._create(template, dict(body.inputs), body.priority, key, None, body.labels)
+        return await self._create(template, dict(body.inputs), body.priority, key, None, body.labels, owner)
 
     async def _create(
         self,
@@ -106,6 +108,7 @@ class RunService:
         idempotency_key: str | None,
         definition: OpDefinition | None,
         labels: dict[str, str],
+        owner: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Returns (run, created). A repeated idempotency key returns the original run with created=False."""
         run_id = str(uuid.uuid4())
@@ -125,6 +128,7 @@ class RunService:
             priority=priority,
             idempotency_key=idempotency_key,
             labels=labels,
+            owner=owner,
             created_at=now,
             updated_at=now,
             attempts=[],

@@ -20,6 +20,7 @@ from gyoza.schema import (
     RunFilterIn,
     RunState,
 )
+from gyoza.server.access import request_owner
 from gyoza.server.context import ctx
 from gyoza.server.http import checked_name, json_response, list_response, read_body, refusals
 from gyoza.services.batches import BatchOutcome, BatchService
@@ -68,7 +69,7 @@ async def create_definition_batch(name: str) -> Response:
     body = await _batch_body(BatchFromDefinitionIn)
     service = BatchService(ctx().runs)
     header = request.headers.get("Idempotency-Key")
-    return _answer(await service.create_from_definition(checked_name(name), body, header))
+    return _answer(await service.create_from_definition(checked_name(name), body, header, request_owner()))
 
 
 @blueprint.post("/runs/batch")
@@ -79,7 +80,8 @@ async def create_definition_batch(name: str) -> Response:
 async def create_adhoc_batch() -> Response:
     """Create 1 to 1,000 ad hoc runs at once: the same rules as the batch of a definition."""
     body = await _batch_body(AdHocBatchIn)
-    return _answer(await BatchService(ctx().runs).create_adhoc(body, request.headers.get("Idempotency-Key")))
+    header = request.headers.get("Idempotency-Key")
+    return _answer(await BatchService(ctx().runs).create_adhoc(body, header, request_owner()))
 
 
 @blueprint.get("/batches/<batch_id>")

@@ -19,6 +19,7 @@ from gyoza.schema import (
     RunFromDefinitionIn,
     known_fields,
 )
+from gyoza.server.access import request_owner
 from gyoza.server.context import ctx
 from gyoza.server.http import checked_name, json_response, list_response, query_bool, read_body, refusals
 from gyoza.server.sse import CreateRunQuery, create_wait
@@ -117,7 +118,7 @@ async def create_run(name: str) -> Response:
     wait = create_wait()
     body = await read_body(RunFromDefinitionIn)
     record, created = await ctx().runs.create_from_definition(
-        checked_name(name), body, request.headers.get("Idempotency-Key")
+        checked_name(name), body, request.headers.get("Idempotency-Key"), request_owner()
     )
     record = await until_terminal(ctx().runs, ctx().stream_hub, record, wait)
     return json_response(run_view(record), 201 if created else 200)

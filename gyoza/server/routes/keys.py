@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response
 from quart_schema import document_request, document_response
 
-from gyoza.schema import ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyView, NoContent, known_fields
+from gyoza.schema import ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyView, NoContent, QuotaIn, known_fields
 from gyoza.server.context import ctx
 from gyoza.server.http import json_response, read_body, refusals
 
@@ -41,6 +41,18 @@ async def list_keys() -> Response:
 async def get_key(key_id: str) -> Response:
     """One key (never its token or hash). Admin only."""
     return json_response(known_fields(await ctx().keys.get(key_id)))
+
+
+@blueprint.put("/keys/<key_id>/quota")
+@document_request(QuotaIn)
+@document_response(ApiKeyView)
+@refusals(400, 403, 404, 413, 415)
+async def set_quota(key_id: str) -> Response:
+    """Set a submit key's quota (``{"quota": {"gpus": 8, "vram_mb": 160000}}``), change it, or lift it
+    (``{"quota": null}``): the most its runs may hold at once, summed over them. Runs that would overrun it wait
+    (``QUOTA_EXCEEDED``, with the numbers); runs placed already keep their places. Admin only."""
+    body = await read_body(QuotaIn)
+    return json_response(known_fields(await ctx().keys.set_quota(key_id, body.quota)))
 
 
 @blueprint.delete("/keys/<key_id>")

@@ -27,6 +27,7 @@ from gyoza.schema import (
     known_fields,
     validation_problems,
 )
+from gyoza.server.access import request_owner
 from gyoza.server.context import ctx
 from gyoza.server.http import body_bytes, checked_run_id, json_response, list_response, query_int, read_body, refusals
 from gyoza.server.sse import CreateRunQuery, create_wait
@@ -68,7 +69,7 @@ async def create_adhoc_run() -> Response:
     """Create an ad hoc run from an image (no definition); with ``?wait=``, answer once it ended (or the wait did)."""
     wait = create_wait()
     body = await read_body(AdHocRunIn)
-    record, created = await ctx().runs.create_adhoc(body, request.headers.get("Idempotency-Key"))
+    record, created = await ctx().runs.create_adhoc(body, request.headers.get("Idempotency-Key"), request_owner())
     record = await until_terminal(ctx().runs, ctx().stream_hub, record, wait)
     return json_response(run_view(record), 201 if created else 200)
 
