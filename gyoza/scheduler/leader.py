@@ -300,9 +300,13 @@ class Scheduler:
         """Take the best pending run that fits a worker out of the queue and reserve it there."""
         while True:
             best: QueuedRun | None = None
+            best_key: tuple[float, ...] = ()
             for lane, run in self.state.queue.heads():
-                if lane.demand not in blocked and (best is None or run.key < best.key):
-                    best = run
+                if lane.demand in blocked:
+                    continue
+                key = self._fair_key(run)  # with no owners (every share equal): the queue's order, priority then age
+                if best is None or key < best_key:
+                    best, best_key = run, key
             if best is None:
                 return None
             if best.demand.limits and self.state.ledger.full_limit(best.demand) is not None:
@@ -362,6 +366,14 @@ class Scheduler:
             asyncio.get_running_loop().call_later(RETRY_UNAVAILABLE_S, self.wake)
         else:
             self.wake()
+
+    def _fair_key(self, run: QueuedRun) -> tuple[float, ...]:
+        """The queue's order with owners in it: priority first, then the owner holding the fewest places for its
+        weight (a fair share between keys), then age."""
+        owner = run.demand.owner
+        found = self._quota_of(owner) if owner and self._quota_of is not None else None
+        weight = found[0].weight if found is not None else 1
+        return (-run.priority, self.state.ledger.places.get(owner, 0) / weight, run.created_at, run.token)
 
     def _over_quota(self, demand: Demand) -> StateReason | None:
         found = self._quota_of(demand.owner) if self._quota_of is not None else None

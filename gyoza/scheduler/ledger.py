@@ -33,6 +33,7 @@ class Ledger:
         self.by_worker: dict[str, set[str]] = {}
         self.active: dict[str, int] = {}  # concurrency group -> attempts holding a place (``Demand.limits``)
         self.owned: dict[str, tuple[float, ...]] = {}  # key id -> what its runs hold (``Demand.amounts``)
+        self.places: dict[str, int] = {}  # owner ("" for none) -> attempts holding a place, for the fair share
         # (demand, worker id) of the last full search, valid while only reservations of that demand there followed.
         self._best: tuple[Demand, str] | None = None
 
@@ -109,6 +110,7 @@ class Ledger:
             self.active[group] = self.active.get(group, 0) + 1
         if held.demand.owner:
             self._own(held.demand, +1)
+        self.places[held.demand.owner] = self.places.get(held.demand.owner, 0) + 1
         worker = self.workers.get(held.worker_id)
         if worker is not None:
             self._take(worker, held, -1)
@@ -120,6 +122,11 @@ class Ledger:
         self.by_worker.get(held.worker_id, set()).discard(run_id)
         if held.demand.owner:
             self._own(held.demand, -1)
+        left = self.places.get(held.demand.owner, 0) - 1
+        if left > 0:
+            self.places[held.demand.owner] = left
+        else:
+            self.places.pop(held.demand.owner, None)
         for group, _ in held.demand.limits:
             left = self.active[group] - 1
             if left:

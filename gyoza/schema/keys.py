@@ -41,6 +41,8 @@ class Quota(Part):
     vram_mb: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
     cpu: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
     ram_mb: Annotated[int, Field(ge=0, le=1 << 40)] | None = None
+    # Its share against other keys' runs of equal priority: a key of weight 2 gets twice the places of one of 1.
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
 
 
 class ApiKeyIn(Input):

@@ -88,3 +88,23 @@ async def test_a_concurrency_key_limits_runs_of_any_origin_together() -> None:
         for record in keyed:
             await t.runs.cancel(record.id)  # the waiting ones and the placed ones alike
         await until(lambda: f"key:{key}" not in t.scheduler.state.ledger.active, 5, what="the key's places freed")
+
+
+async def test_keys_of_equal_priority_share_the_room_fairly() -> None:
+    async with twin() as t:
+        first = [(await t.runs.create_adhoc(adhoc(), None, owner="team-a"))[0] for _ in range(6)]
+        later = [(await t.runs.create_adhoc(adhoc(), None, owner="team-b"))[0] for _ in range(6)]
+        urgent, _ = await t.runs.create_adhoc(adhoc_with_priority(9), None, owner="team-a")
+        await t.heartbeat("w1", cpu=5)
+        await placed(t, 5)
+        # The urgent run first (priority wins), then the two keys in turn although team-a's runs are all older.
+        assert (await t.runs.get(urgent.id)).state == RunState.ASSIGNED
+        assert (await states(t, first)).count(RunState.ASSIGNED) == 2
+        assert (await states(t, later)).count(RunState.ASSIGNED) == 2
+        assert t.scheduler.state.ledger.places == {"team-a": 3, "team-b": 2}
+
+
+def adhoc_with_priority(priority: int) -> AdHocRunIn:
+    return AdHocRunIn.model_validate(
+        {"image": "busybox", "constraints": {"cpu": 1, "ram_mb": 64}, "priority": priority}
+    )
