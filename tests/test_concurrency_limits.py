@@ -149,7 +149,7 @@ async def test_a_keys_quota_holds_its_runs_and_raising_it_lets_more_in(
     created = await http.post("/keys", json={"name": "team-a", "role": "submit", "quota": {"cpu": 2}})
     assert created.status_code == 201, created.text
     key = created.json()
-    assert key["quota"] == {"gpus": None, "vram_mb": None, "cpu": 2.0, "ram_mb": None}
+    assert key["quota"] == {"gpus": None, "vram_mb": None, "cpu": 2.0, "ram_mb": None, "weight": 1}
     await fleet.add("roomy", cpu=16, ram_mb=65536, tags=[tag])
     item = {"image": "sim/op:1", "tags": [tag], "constraints": {"cpu": 1, "ram_mb": 64}}
     async with httpx.AsyncClient(base_url=cluster.url, headers={"X-API-Key": key["token"]}, timeout=30) as team:
