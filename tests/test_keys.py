@@ -16,11 +16,13 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
+from gyoza.client import GyozaClient
 from gyoza.core.roles import ROUTES, Principal, WorkerIdAt, refusal, worker_refusal
-from gyoza.schema import KeyScope, Role
+from gyoza.errors import InvalidRequest
+from gyoza.schema import KeyScope, Quota, Role
 from tests.api_checks import NoTrace, error_of, fields
-from tests.cliproc import gyoza_cli
-from tests.processes import GyozaServer
+from tests.cliproc import failed, gyoza_cli
+from tests.processes import API_KEY, GyozaServer
 from tests.simworker import Cluster, wait_run
 from tests.test_api_definitions import definition, deploy
 from tests.test_api_path_params import HEARTBEAT, real_ids, request_for
@@ -330,3 +332,20 @@ async def test_every_route_answers_each_role_as_the_table_says(
             if want != got:
                 wrong.append(f"{method} {template} as {role}: expected {want} ({expected}), got {status}")
     assert not wrong, "\n".join(wrong)
+
+
+async def test_the_cli_and_the_sdk_set_a_quota(server: GyozaServer, tmp_path: Path) -> None:
+    created = gyoza_cli(server, tmp_path, "keys", "create", "team-q", "--role", "submit", "--quota", "gpus=2,cpu=8",
+                        "--json")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert (key["quota"]["gpus"], key["quota"]["cpu"]) == (2, 8)
+    changed = gyoza_cli(server, tmp_path, "keys", "quota", key["id"], "gpus=4,weight=3")
+    assert changed.returncode == 0 and "gpus=4" in changed.stdout and "weight=3" in changed.stdout, changed.stderr
+    lifted = gyoza_cli(server, tmp_path, "keys", "quota", key["id"], "none")
+    assert lifted.returncode == 0 and "quota none" in lifted.stdout
+    failed(gyoza_cli(server, tmp_path, "keys", "quota", key["id"], "gpus=-1"), 3, "quota.gpus")
+    with GyozaClient(server.url, API_KEY) as sdk:
+        assert sdk.set_quota(key["id"], Quota(vram_mb=80000)).quota == Quota(vram_mb=80000)
+        with pytest.raises(InvalidRequest):
+            sdk.create_key("reader", "read", quota={"cpu": 1})  # checked before anything is sent

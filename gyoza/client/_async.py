@@ -29,6 +29,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    Quota,
     RegistryView,
     Retention,
     RetryPolicy,
@@ -288,10 +289,15 @@ class AsyncGyozaClient:
         return await self._send(_calls.drain_worker(worker_id))
 
     async def create_key(
-        self, name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None
-    ) -> ApiKeyCreated:
-        """A scoped API key (admin only); its ``token`` is in this answer only."""
-        return await self._send(_calls.create_key(name, role, definitions, worker_id))
+        self, name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None,
+        quota: Quota | Mapping[str, Any] | None = None,
+    ) -> ApiKeyCreated:  # fmt: skip
+        """A scoped API key (admin only); its ``token`` is in this answer only. ``quota``: a submit key's."""
+        return await self._send(_calls.create_key(name, role, definitions, worker_id, quota))
+
+    async def set_quota(self, key_id: str, quota: Quota | Mapping[str, Any] | None) -> ApiKeyView:
+        """Give a submit key a quota, change it, or lift it (None); admin only."""
+        return await self._send(_calls.set_quota(key_id, quota))
 
     async def list_keys(self) -> list[ApiKeyView]:
         return await self._send(_calls.list_keys())

@@ -38,6 +38,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    Quota,
     RegistryList,
     RegistryView,
     Retention,
@@ -346,12 +347,14 @@ def drain_worker(worker_id: str) -> Call[WorkerView]:
 
 
 def create_key(
-    name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None
-) -> Call[ApiKeyCreated]:
+    name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None,
+    quota: Quota | Mapping[str, Any] | None = None,
+) -> Call[ApiKeyCreated]:  # fmt: skip
     """The answer holds the key's token, this once. The body is checked here (a mistake is an ``InvalidRequest``
     before anything is sent), as the server checks it."""
     fields: dict[str, Any] = {"name": name, "role": str(role), "worker_id": worker_id}
     fields["definitions"] = None if definitions is None else list(definitions)
+    fields["quota"] = None if quota is None else _body(quota)
     try:  # as JSON, the way the server reads it (strict models take a role's name only there)
         body = ApiKeyIn.model_validate_json(json.dumps(fields))
     except ValidationError as exc:
@@ -369,6 +372,11 @@ def get_key(key_id: str) -> Call[ApiKeyView]:
 
 def revoke_key(key_id: str) -> Call[None]:
     return Call("DELETE", f"/keys/{key_id}", _nothing)
+
+
+def set_quota(key_id: str, quota: Quota | Mapping[str, Any] | None) -> Call[ApiKeyView]:
+    body = {"quota": None if quota is None else _body(quota)}
+    return Call("PUT", f"/keys/{key_id}/quota", _model(ApiKeyView), json=body)
 
 
 def set_secret(name: str, value: str) -> Call[SecretView]:

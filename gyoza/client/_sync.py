@@ -30,6 +30,7 @@ from gyoza.schema import (
     OpDefinition,
     OpDefinitionIn,
     OpRun,
+    Quota,
     RegistryView,
     Retention,
     RetryPolicy,
@@ -271,10 +272,15 @@ class GyozaClient:
         return self._send(_calls.drain_worker(worker_id))
 
     def create_key(
-        self, name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None
-    ) -> ApiKeyCreated:
-        """A scoped API key (admin only); its ``token`` is in this answer only."""
-        return self._send(_calls.create_key(name, role, definitions, worker_id))
+        self, name: str, role: Role | str, definitions: Sequence[str] | None = None, worker_id: str | None = None,
+        quota: Quota | Mapping[str, Any] | None = None,
+    ) -> ApiKeyCreated:  # fmt: skip
+        """A scoped API key (admin only); its ``token`` is in this answer only. ``quota``: a submit key's."""
+        return self._send(_calls.create_key(name, role, definitions, worker_id, quota))
+
+    def set_quota(self, key_id: str, quota: Quota | Mapping[str, Any] | None) -> ApiKeyView:
+        """Give a submit key a quota, change it, or lift it (None); admin only."""
+        return self._send(_calls.set_quota(key_id, quota))
 
     def list_keys(self) -> list[ApiKeyView]:
         return self._send(_calls.list_keys())
