@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gyoza.client import _calls, _sse
+from gyoza.client import _admin_calls, _calls, _sse
 from gyoza.client._config import client_defaults
 from gyoza.errors import Unavailable
 from gyoza.schema import (
@@ -293,40 +293,40 @@ class AsyncGyozaClient:
         quota: Quota | Mapping[str, Any] | None = None,
     ) -> ApiKeyCreated:  # fmt: skip
         """A scoped API key (admin only); its ``token`` is in this answer only. ``quota``: a submit key's."""
-        return await self._send(_calls.create_key(name, role, definitions, worker_id, quota))
+        return await self._send(_admin_calls.create_key(name, role, definitions, worker_id, quota))
 
     async def set_quota(self, key_id: str, quota: Quota | Mapping[str, Any] | None) -> ApiKeyView:
         """Give a submit key a quota, change it, or lift it (None); admin only."""
-        return await self._send(_calls.set_quota(key_id, quota))
+        return await self._send(_admin_calls.set_quota(key_id, quota))
 
     async def list_keys(self) -> list[ApiKeyView]:
-        return await self._send(_calls.list_keys())
+        return await self._send(_admin_calls.list_keys())
 
     async def get_key(self, key_id: str) -> ApiKeyView:
-        return await self._send(_calls.get_key(key_id))
+        return await self._send(_admin_calls.get_key(key_id))
 
     async def revoke_key(self, key_id: str) -> None:
-        await self._send(_calls.revoke_key(key_id))
+        await self._send(_admin_calls.revoke_key(key_id))
 
     async def set_secret(self, name: str, value: str) -> SecretView:
         """Store a secret's value (admin only); definitions name it in ``secrets``. No call ever returns it."""
-        return await self._send(_calls.set_secret(name, value))
+        return await self._send(_admin_calls.set_secret(name, value))
 
     async def list_secrets(self) -> list[SecretView]:
-        return await self._send(_calls.list_secrets())
+        return await self._send(_admin_calls.list_secrets())
 
     async def delete_secret(self, name: str) -> None:
-        await self._send(_calls.delete_secret(name))
+        await self._send(_admin_calls.delete_secret(name))
 
     async def set_registry(self, registry: str, username: str, password: str) -> RegistryView:
         """Store the login workers pull ``registry``'s images with (admin only)."""
-        return await self._send(_calls.set_registry(registry, username, password))
+        return await self._send(_admin_calls.set_registry(registry, username, password))
 
     async def list_registries(self) -> list[RegistryView]:
-        return await self._send(_calls.list_registries())
+        return await self._send(_admin_calls.list_registries())
 
     async def delete_registry(self, registry: str) -> None:
-        await self._send(_calls.delete_registry(registry))
+        await self._send(_admin_calls.delete_registry(registry))
 
     async def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
         return await self._send(_calls.topic_events(topic, after, limit))

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gyoza.client import _calls, _sse
+from gyoza.client import _admin_calls, _calls, _sse
 from gyoza.client._config import client_defaults
 from gyoza.errors import Unavailable
 from gyoza.schema import (
@@ -276,40 +276,40 @@ class GyozaClient:
         quota: Quota | Mapping[str, Any] | None = None,
     ) -> ApiKeyCreated:  # fmt: skip
         """A scoped API key (admin only); its ``token`` is in this answer only. ``quota``: a submit key's."""
-        return self._send(_calls.create_key(name, role, definitions, worker_id, quota))
+        return self._send(_admin_calls.create_key(name, role, definitions, worker_id, quota))
 
     def set_quota(self, key_id: str, quota: Quota | Mapping[str, Any] | None) -> ApiKeyView:
         """Give a submit key a quota, change it, or lift it (None); admin only."""
-        return self._send(_calls.set_quota(key_id, quota))
+        return self._send(_admin_calls.set_quota(key_id, quota))
 
     def list_keys(self) -> list[ApiKeyView]:
-        return self._send(_calls.list_keys())
+        return self._send(_admin_calls.list_keys())
 
     def get_key(self, key_id: str) -> ApiKeyView:
-        return self._send(_calls.get_key(key_id))
+        return self._send(_admin_calls.get_key(key_id))
 
     def revoke_key(self, key_id: str) -> None:
-        self._send(_calls.revoke_key(key_id))
+        self._send(_admin_calls.revoke_key(key_id))
 
     def set_secret(self, name: str, value: str) -> SecretView:
         """Store a secret's value (admin only); definitions name it in ``secrets``. No call ever returns it."""
-        return self._send(_calls.set_secret(name, value))
+        return self._send(_admin_calls.set_secret(name, value))
 
     def list_secrets(self) -> list[SecretView]:
-        return self._send(_calls.list_secrets())
+        return self._send(_admin_calls.list_secrets())
 
     def delete_secret(self, name: str) -> None:
-        self._send(_calls.delete_secret(name))
+        self._send(_admin_calls.delete_secret(name))
 
     def set_registry(self, registry: str, username: str, password: str) -> RegistryView:
         """Store the login workers pull ``registry``'s images with (admin only)."""
-        return self._send(_calls.set_registry(registry, username, password))
+        return self._send(_admin_calls.set_registry(registry, username, password))
 
     def list_registries(self) -> list[RegistryView]:
-        return self._send(_calls.list_registries())
+        return self._send(_admin_calls.list_registries())
 
     def delete_registry(self, registry: str) -> None:
-        self._send(_calls.delete_registry(registry))
+        self._send(_admin_calls.delete_registry(registry))
 
     def topic_events(self, topic: str, after: int = 0, limit: int = 100) -> TopicEventList:
         return self._send(_calls.topic_events(topic, after, limit))

@@ -20,8 +20,9 @@ from pydantic import ValidationError
 
 from gyoza.bus import names
 from gyoza.bus.port import Bus, Stoppable
-from gyoza.core.placement import Demand, limit_reason, pending_reason, quota_reason, quota_shortfall
+from gyoza.core.placement import Demand, pending_reason
 from gyoza.errors import GyozaError, InvalidRequest, RunNotFound, Unavailable
+from gyoza.scheduler.admission import Admission, QuotaOf
 from gyoza.scheduler.lease import Lease
 from gyoza.scheduler.ledger import Held
 from gyoza.scheduler.liveness import Liveness
@@ -30,11 +31,9 @@ from gyoza.scheduler.state import ClusterState, Known
 from gyoza.schema import (
     HeartbeatIn,
     HeartbeatReply,
-    Quota,
     RunRecord,
     RunRequested,
     RunState,
-    StateReason,
     validation_problems,
 )
 from gyoza.services.clock import SYSTEM_CLOCK, Clock
@@ -63,19 +62,18 @@ class Scheduler:
         self, bus: Bus, runs: RunService, workers: WorkerService, settings: Settings, node_id: str,
         failures: TaskFailures, clock: Clock = SYSTEM_CLOCK, outbox: TopicFeed | None = None,
         catch_up: Callable[[], Awaitable[None]] | None = None,
-        quota_of: Callable[[str], tuple[Quota, str] | None] | None = None,
+        quota_of: QuotaOf | None = None,
     ) -> None:  # fmt: skip
         """``catch_up``: returns once this process's run feed has what the runs bucket held when it was called (a
-        new leader waits for it, so that it counts every place the previous one handed out). ``quota_of``: a key
-        id's quota and the key's name, if it has one."""
+        new leader waits for it, so that it counts every place the previous one handed out)."""
         self._catch_up = catch_up
-        self._quota_of = quota_of
         self.clock = clock
         self.outbox = outbox
         self.bus = bus
         self.runs = runs
         self.failures = failures
         self.state = ClusterState(clock)
+        self.admission = Admission(self.state.ledger, quota_of)
         self.lease = Lease(bus, node_id, settings.lease_ttl, clock, outbox)
         self.lease_ttl = settings.lease_ttl
         self.heartbeat_interval = settings.heartbeat_interval
@@ -304,16 +302,13 @@ class Scheduler:
             for lane, run in self.state.queue.heads():
                 if lane.demand in blocked:
                     continue
-                key = self._fair_key(run)  # with no owners (every share equal): the queue's order, priority then age
+                key = self.admission.order(run)
                 if best is None or key < best_key:
                     best, best_key = run, key
             if best is None:
                 return None
-            if best.demand.limits and self.state.ledger.full_limit(best.demand) is not None:
-                blocked.add(best.demand)  # its group has no room: the lane waits for one of its runs to end
-                continue
-            if best.demand.owner and self._over_quota(best.demand) is not None:
-                blocked.add(best.demand)  # its key's other runs hold its whole quota
+            if (best.demand.limits or best.demand.owner) and self.admission.held_back(best.demand) is not None:
+                blocked.add(best.demand)  # the lane waits for one of its group's (or its key's) runs to end
                 continue
             target = self.state.ledger.best_worker(best.demand)
             if target is None:
@@ -352,9 +347,9 @@ class Scheduler:
         except RunNotFound:
             self.state.queue.remove(run.run_id)
         except GyozaError:
-            self._queue_again(run)  # NATS away: it waits again, and the next try checks it by compare-and-set
+            self.state.requeue(run)  # NATS away: it waits again, and the next try checks it by compare-and-set
         except BaseException:
-            self._queue_again(run)
+            self.state.requeue(run)
             raise
         else:
             self.state.apply(record, revision)
@@ -366,34 +361,6 @@ class Scheduler:
             asyncio.get_running_loop().call_later(RETRY_UNAVAILABLE_S, self.wake)
         else:
             self.wake()
-
-    def _fair_key(self, run: QueuedRun) -> tuple[float, ...]:
-        """The queue's order with owners in it: priority first, then the owner holding the fewest places for its
-        weight (a fair share between keys), then age."""
-        owner = run.demand.owner
-        found = self._quota_of(owner) if owner and self._quota_of is not None else None
-        weight = found[0].weight if found is not None else 1
-        return (-run.priority, self.state.ledger.places.get(owner, 0) / weight, run.created_at, run.token)
-
-    def _over_quota(self, demand: Demand) -> StateReason | None:
-        found = self._quota_of(demand.owner) if self._quota_of is not None else None
-        if found is None:
-            return None
-        quota, name = found
-        held = self.state.ledger.owned.get(demand.owner, (0.0, 0.0, 0.0, 0.0))
-        shortfall = quota_shortfall(demand, held, quota)
-        return None if shortfall is None else quota_reason(name, shortfall)
-
-    def _limit_reason(self, demand: Demand) -> StateReason | None:
-        """Why a lane waits when it is for a limit rather than for room: its concurrency group, its key's quota."""
-        full = self.state.ledger.full_limit(demand) if demand.limits else None
-        if full is not None:
-            return limit_reason(*full)
-        return self._over_quota(demand) if demand.owner else None
-
-    def _queue_again(self, run: QueuedRun) -> None:
-        if run.run_id not in self.state.queue:
-            self.state.queue.push(run)
 
     # --- pending reasons ---------------------------------------------------------------------------------------
 
@@ -413,7 +380,7 @@ class Scheduler:
         as soon as a placement pass finds the lane unblocked (its runs are being placed: no reason to write)."""
         workers = list(self.state.ledger.workers.values())
         for demand in list(self._blocked):
-            reason = self._limit_reason(demand) or pending_reason(demand, workers)
+            reason = self.admission.held_back(demand) or pending_reason(demand, workers)
             written = 0
             for checked, run in enumerate(self.state.queue.in_lane(demand), 1):
                 if written >= REASON_WRITES_PER_LANE or not self.is_leader or demand not in self._blocked:

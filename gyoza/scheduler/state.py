@@ -82,6 +82,11 @@ class ClusterState:
         if deferred is not None:
             self.apply(*deferred)
 
+    def requeue(self, run: QueuedRun) -> None:
+        """Put a run taken for an assignment that failed back in the queue (unless it is back already)."""
+        if run.run_id not in self.queue:
+            self.queue.push(run)
+
     def _enqueue(self, record: RunRecord) -> None:
         attempt = record.current
         queued = self.queue.runs.get(record.id)

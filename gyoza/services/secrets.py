@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -34,6 +35,7 @@ from gyoza.services.clock import SYSTEM_CLOCK, Clock
 from gyoza.supervision import TaskFailures, start_supervised, stop_task
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", SecretRecord, RegistryCredential)
 
 SECRET_PREFIX = "secret."
 REGISTRY_PREFIX = "registry."
@@ -72,15 +74,10 @@ class SecretService:
     async def set(self, name: str, body: SecretIn) -> tuple[SecretView, bool]:
         """Store a value (a new secret, or a new value for one); returns (view, created)."""
         now = self.clock.utcnow()
-        record = SecretRecord(name=name, value=body.value, created_at=now, updated_at=now)
-        try:
-            revision = await self.secrets.create(secret_key(name), record)
-            created = True
-        except RecordExists:
-            record, revision, _ = await self.secrets.mutate(
-                secret_key(name), lambda held: held.model_copy(update={"value": body.value, "updated_at": now})
-            )
-            created = False
+        fresh = SecretRecord(name=name, value=body.value, created_at=now, updated_at=now)
+        record, revision, created = await _put(
+            self.secrets, secret_key(name), fresh, {"value": body.value, "updated_at": now}
+        )
         self._keep(name, revision, record)
         return _secret_view(record), created
 
@@ -104,7 +101,7 @@ class SecretService:
         """400 naming each ``secrets.<ENV>`` whose secret does not exist (a definition is deployed with them)."""
         problems = []
         for env, name in sorted(references.items()):
-            if name not in self._values and not await self._exists(name):
+            if not await self._exists(name):
                 problems.append({"field": f"secrets.{env}", "problem": f"no secret named {name!r}; set it first"})
         if problems:
             raise InvalidRequest(f"{len(problems)} secret(s) named by the definition do not exist", problems)
@@ -114,15 +111,8 @@ class SecretService:
     async def set_registry(self, registry: str, body: RegistryCredentialIn) -> tuple[RegistryView, bool]:
         now = self.clock.utcnow()
         fields = {"username": body.username, "password": body.password, "updated_at": now}
-        record = RegistryCredential(registry=registry, created_at=now, **fields)
-        try:
-            revision = await self.registries.create(registry_key(registry), record)
-            created = True
-        except RecordExists:
-            record, revision, _ = await self.registries.mutate(
-                registry_key(registry), lambda held: held.model_copy(update=fields)
-            )
-            created = False
+        fresh = RegistryCredential(registry=registry, created_at=now, **fields)
+        record, revision, created = await _put(self.registries, registry_key(registry), fresh, fields)
         self._keep_login(revision, record)
         return _registry_view(record), created
 
@@ -221,6 +211,15 @@ class SecretService:
                 self._keep_login(change.revision, RegistryCredential.model_validate_json(change.value))
         except (ValidationError, GyozaError) as exc:  # unreadable here (e.g. a newer schema): left out
             log.warning("secrets cache skips %s: %s", change.key, exc)
+
+
+async def _put(store: RecordStore[R], key: str, fresh: R, changes: dict[str, object]) -> tuple[R, int, bool]:
+    """Create ``fresh`` at ``key``, or apply ``changes`` to the record there: (record, revision, created)."""
+    try:
+        return fresh, await store.create(key, fresh), True
+    except RecordExists:
+        record, revision, _ = await store.mutate(key, lambda held: held.model_copy(update=changes))
+        return record, revision, False
 
 
 def _secret_view(record: SecretRecord) -> SecretView:
