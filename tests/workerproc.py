@@ -120,12 +120,13 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def containers(**labels: str) -> list[Any]:
-    """Containers (running or not) carrying all these labels, e.g. ``containers(**{LABEL_RUN: run_id})``.
+def containers(**labels: str | None) -> list[Any]:
+    """Containers (running or not) carrying all these labels, e.g. ``containers(**{LABEL_RUN: run_id})`` (a None
+    value: the label with any value).
 
     Sparse: one list call, no per-container inspect that would race with the worker removing the container.
     """
-    selectors = [f"{key}={value}" for key, value in labels.items()]
+    selectors = [key if value is None else f"{key}={value}" for key, value in labels.items()]
     with docker_client() as client:
         return list(client.containers.list(all=True, sparse=True, filters={"label": selectors}))
 

@@ -14,6 +14,8 @@ from gyoza.schema import Concurrency, Constraints, Quota, ReasonCode, StateReaso
 # A concurrency group a run belongs to and the most runs of it that may hold a place at once: ("definition:<name>",
 # its max_concurrent) or ("key:<concurrency key>", the run's limit).
 Limit = tuple[str, int]
+# The (definition, version) whose warm instances can serve a run.
+WarmKey = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,16 @@ class Demand:
     limits: tuple[Limit, ...] = ()
     image: str = ""  # preferred where it is pulled already; never required
     owner: str = ""  # the key whose quota it counts against ("": none)
+    warm: WarmKey | None = None  # served by warm instances of this definition version: preferred where one is idle
 
     @classmethod
     def of(
         cls, constraints: Constraints, tags: Iterable[str], limits: tuple[Limit, ...] = (), image: str = "",
-        owner: str = "",
+        owner: str = "", warm: WarmKey | None = None,
     ) -> Demand:  # fmt: skip
         gpus = constraints.gpus or 0
         return cls(
-            constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits, image, owner
+            constraints.cpu, constraints.ram_mb, constraints.vram_mb, gpus, frozenset(tags), limits, image, owner, warm
         )
 
     def amounts(self) -> tuple[float, float, float, float]:
@@ -65,15 +68,23 @@ class Capacity:
     ram_free: int = 0
     gpu_free: dict[int, int] = field(default_factory=dict)
     images: frozenset[str] = frozenset()  # pulled already: preferred for runs of one of them
+    # Its warm instances, busy or idle, as its last heartbeat listed them: the GPUs each holds, by definition version.
+    warm: dict[WarmKey, list[tuple[int, ...]]] = field(default_factory=dict)
+    # How many of them the attempts held here keep busy, by (definition version, GPUs): the rest are idle.
+    warm_busy: dict[tuple[WarmKey, tuple[int, ...]], int] = field(default_factory=dict)
 
 
 def run_limits(
-    definition: str | None, max_concurrent: int | None, concurrency: Concurrency | None
-) -> tuple[Limit, ...]:
-    """The concurrency groups of a run: its definition's ``max_concurrent`` (every version counts), its key's."""
+    definition: str | None, max_concurrent: int | None, concurrency: Concurrency | None,
+    max_instances: int | None = None,
+) -> tuple[Limit, ...]:  # fmt: skip
+    """The concurrency groups of a run: its definition's ``max_concurrent`` and ``max_instances`` (every version
+    counts), its key's."""
     limits: list[Limit] = []
     if definition is not None and max_concurrent is not None:
         limits.append((f"definition:{definition}", max_concurrent))
+    if definition is not None and max_instances is not None:
+        limits.append((f"instances:{definition}", max_instances))
     if concurrency is not None:
         limits.append((f"key:{concurrency.key}", concurrency.limit))
     return tuple(limits)
@@ -82,7 +93,9 @@ def run_limits(
 def limit_reason(group: str, limit: int, active: int) -> StateReason:
     """Why a run under a full concurrency limit waits, with the numbers: "definition embedder: 4/4 running"."""
     kind, _, name = group.partition(":")
-    what = f"definition {name} (max_concurrent)" if kind == "definition" else f"concurrency key {name}"
+    what = {"definition": f"definition {name} (max_concurrent)", "instances": f"definition {name} (max_instances)"}.get(
+        kind, f"concurrency key {name}"
+    )
     return StateReason(code=ReasonCode.CONCURRENCY_LIMIT, message=f"{what}: {active}/{limit} assigned or running")
 
 
@@ -129,15 +142,29 @@ def leftover_score(demand: Demand, worker: Capacity) -> float:
     return cpu_left + ram_left
 
 
+def idle_instance(demand: Demand, worker: Capacity) -> list[int] | None:
+    """The GPUs of an idle warm instance that can serve ``demand`` on ``worker`` now, if there is one (its GPUs
+    still have the VRAM: an idle instance's hold is not reserved, so other runs may have taken it)."""
+    if demand.warm is None:
+        return None
+    for gpus in dict.fromkeys(worker.warm.get(demand.warm, ())):
+        idle = worker.warm[demand.warm].count(gpus) - worker.warm_busy.get((demand.warm, gpus), 0)
+        if idle > 0 and len(gpus) == demand.gpus and all(worker.gpu_free.get(i, -1) >= demand.vram_mb for i in gpus):
+            return list(gpus)
+    return None
+
+
 def best_worker(demand: Demand, workers: Iterable[Capacity]) -> tuple[Capacity, list[int]] | None:
-    """The fitting worker that has the run's image already, then that the run packs most tightly (ties by id, so
-    placement is deterministic)."""
-    best: tuple[tuple[bool, float, str], Capacity, list[int]] | None = None
+    """The fitting worker with an idle warm instance for the run, then with the run's image already, then that the
+    run packs most tightly (ties by id, so placement is deterministic)."""
+    best: tuple[tuple[bool, bool, float, str], Capacity, list[int]] | None = None
     for worker in workers:
         gpu_ids = fit(demand, worker)
         if gpu_ids is None:
             continue
-        key = (demand.image not in worker.images, leftover_score(demand, worker), worker.worker_id)
+        warm_gpus = idle_instance(demand, worker)
+        gpu_ids = gpu_ids if warm_gpus is None else warm_gpus
+        key = (warm_gpus is None, demand.image not in worker.images, leftover_score(demand, worker), worker.worker_id)
         if best is None or key < best[0]:
             best = (key, worker, gpu_ids)
     return (best[1], best[2]) if best else None

@@ -68,6 +68,8 @@ def _run_view(record: RunRecord) -> OpRun:
         secrets=record.secrets,
         max_concurrent=record.max_concurrent,
         concurrency=record.concurrency,
+        keep_warm_seconds=record.keep_warm_seconds,
+        max_instances=record.max_instances,
         owner=record.owner,
         usage=attempt.usage,
         state=attempt.state,
@@ -130,6 +132,7 @@ def worker_view(record: WorkerRecord, reservations: list[Reservation]) -> Worker
         status=record.status,
         tags=record.tags,
         images=record.images,
+        warm=record.warm,
         version=record.version,
         totals=totals,
         reserved=reserved,
@@ -170,4 +173,6 @@ def assignment(run: OpRun) -> Assignment:
         op_definition=run.op_definition,
         definition_version=run.definition_version,
         output_specs=run.output_specs,
+        keep_warm_seconds=run.keep_warm_seconds,
+        max_instances=run.max_instances,
     )

@@ -2,7 +2,8 @@
 
 A bare ``function`` is looked up in the module named by ``$GYOZA_OP_MODULE``, so an image can set
 ``ENTRYPOINT ["python3", "-m", "gyoza.op"]`` and ``ENV GYOZA_OP_MODULE=ops`` and take the op's name as its command.
-Failing to import the module or find the function is reported like any op failure (error.json, exit 1).
+Failing to import the module or find the function is reported like any op failure (error.json, exit 1). With
+``GYOZA_SERVE=1`` (a warm instance) the function serves attempt after attempt instead (``_serve``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gyoza.op._contract import OP_MODULE_VAR
-from gyoza.op._runner import report_failure, run_attempt
+from gyoza.op._runner import report_failure
+from gyoza.op._serve import entry
 
 USAGE = "usage: python -m gyoza.op module:function  (or a bare function name with GYOZA_OP_MODULE set)"
 
@@ -42,7 +44,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         report_failure(exc)
         return 1
-    return run_attempt(func)
+    return entry(func)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,15 @@ OP_NAME_VAR = "GYOZA_OP_NAME"
 OP_VERSION_VAR = "GYOZA_OP_VERSION"
 GPU_IDS_VAR = "GYOZA_GPU_IDS"
 CACHE_DIR_VAR = "GYOZA_CACHE_DIR"  # only for runs of a definition
+# A warm instance (docs/ops.md, "Warm instances"): the worker sets GYOZA_SERVE=1 and mounts the instance's directory at
+# /gyoza. For each attempt it makes ``attempts/<name>/`` there, holding ``inputs.json`` and ``attempt.json`` (the
+# attempt's GYOZA_* variables), and then writes ``<name>`` into ``next``. The op takes it (removes ``next``), runs the
+# attempt in that directory as a cold op runs in /gyoza, and writes ``done.json`` ({"exit_code": n}) there last.
+SERVE_VAR = "GYOZA_SERVE"
+ATTEMPTS_DIR = "attempts"
+NEXT_FILE = "next"
+ATTEMPT_FILE = "attempt.json"
+DONE_FILE = "done.json"
 # Set by an image, not the worker: the module in which ``python -m gyoza.op NAME`` finds the function NAME.
 OP_MODULE_VAR = "GYOZA_OP_MODULE"
 
@@ -40,6 +49,20 @@ def attempt_env(
     return cache | {
         RUN_ID_VAR: run_id,
         ATTEMPT_VAR: str(attempt),
+        OP_NAME_VAR: op_name,
+        OP_VERSION_VAR: op_version,
+        GPU_IDS_VAR: ",".join(str(i) for i in gpu_ids),
+        IO_DIR_VAR: io_dir,
+    }
+
+
+def instance_env(
+    op_name: str, op_version: str, gpu_ids: Iterable[int], io_dir: str, cache_dir: str | None
+) -> dict[str, str]:
+    """The variables a warm instance starts with; each attempt's own (run id, attempt) come in its ``attempt.json``."""
+    cache = {CACHE_DIR_VAR: cache_dir} if cache_dir is not None else {}
+    return cache | {
+        SERVE_VAR: "1",
         OP_NAME_VAR: op_name,
         OP_VERSION_VAR: op_version,
         GPU_IDS_VAR: ",".join(str(i) for i in gpu_ids),

@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar, overload
 
 from gyoza.op._context import io_dir
 from gyoza.op._contract import ERROR_FILE, INPUTS_FILE, OUTPUTS_FILE
@@ -21,10 +21,37 @@ class OutputError(TypeError):
     """The op function returned something that cannot be the run's outputs (not a JSON object)."""
 
 
-def op(func: F) -> F:
-    """Mark ``func`` as an op. It stays an ordinary function; ``python -m gyoza.op module:func`` runs it."""
-    func.__gyoza_op__ = True  # type: ignore[attr-defined]
-    return func
+SETUP_ATTRIBUTE = "__gyoza_setup__"
+
+
+@overload
+def op(func: F, *, setup: Callable[[], object] | None = None) -> F: ...
+
+
+@overload
+def op(func: None = None, *, setup: Callable[[], object] | None = None) -> Callable[[F], F]: ...
+
+
+def op(func: F | None = None, *, setup: Callable[[], object] | None = None) -> F | Callable[[F], F]:
+    """Mark ``func`` as an op. It stays an ordinary function; ``python -m gyoza.op module:func`` runs it.
+
+    ``@op(setup=load_model)``: call ``load_model()`` once before the first attempt (and keep what it loads in a
+    module global). A cold container calls it for its one attempt; a warm instance (a definition with
+    ``keep_warm_seconds``) calls it once and then serves attempt after attempt.
+    """
+
+    def mark(function: F) -> F:
+        function.__gyoza_op__ = True  # type: ignore[attr-defined]
+        setattr(function, SETUP_ATTRIBUTE, setup)
+        return function
+
+    return mark if func is None else mark(func)
+
+
+def setup_of(func: Callable[..., Any]) -> Callable[[], object] | None:
+    """The setup an op was declared with, if any."""
+    setup: Callable[[], object] | None = getattr(func, SETUP_ATTRIBUTE, None)
+    return setup
 
 
 def read_inputs(directory: Path) -> dict[str, Any]:
@@ -95,6 +122,13 @@ def run_attempt(func: Callable[..., Any]) -> int:
     return 0
 
 
-def run(func: Callable[..., Any]) -> NoReturn:
-    """Run one attempt of ``func`` and exit with its code: ``if __name__ == "__main__": run(classify)``."""
-    sys.exit(run_attempt(func))
+def run_cold(func: Callable[..., Any]) -> int:
+    """A cold container's one attempt: the op's setup, then the attempt (a failing setup fails the attempt)."""
+    setup = setup_of(func)
+    if setup is not None:
+        try:
+            setup()
+        except Exception as exc:
+            report_failure(exc)
+            return 1
+    return run_attempt(func)

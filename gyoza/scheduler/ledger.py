@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gyoza.core import workerstate
-from gyoza.core.placement import Capacity, Demand, best_worker, fit
+from gyoza.core.placement import Capacity, Demand, WarmKey, best_worker, fit
 from gyoza.schema import RunState, WorkerRecord
 
 
@@ -39,7 +39,7 @@ class Ledger:
 
     def best_worker(self, demand: Demand) -> tuple[Capacity, list[int]] | None:
         """``placement.best_worker`` over every worker, without the search while the remembered choice holds."""
-        if self._best is not None and self._best[0] == demand:
+        if self._best is not None and self._best[0] == demand and demand.warm is None:
             worker = self.workers[self._best[1]]  # workers are never dropped from the ledger
             gpu_ids = fit(demand, worker)
             if gpu_ids is not None:
@@ -54,6 +54,9 @@ class Ledger:
         schedulable = alive and workerstate.schedulable(record.status)
         current = self.workers.get(record.id)
         tags, images = frozenset(record.tags), frozenset(record.images)
+        warm: dict[WarmKey, list[tuple[int, ...]]] = {}
+        for instance in record.warm:
+            warm.setdefault((instance.definition, instance.version), []).append(tuple(instance.gpu_ids))
         if (
             current is not None
             and current.cpu_total == record.resources.cpu
@@ -62,12 +65,13 @@ class Ledger:
             and current.tags == tags
             and current.schedulable == schedulable
             and current.images == images
+            and current.warm == warm
         ):
             return False
         self._best = None
         self.workers[record.id] = Capacity(
             worker_id=record.id, cpu_total=record.resources.cpu, ram_total=record.resources.ram_mb,
-            gpu_total=gpus, tags=tags, schedulable=schedulable, images=images,
+            gpu_total=gpus, tags=tags, schedulable=schedulable, images=images, warm=warm,
         )  # fmt: skip
         self._recompute_free(record.id)
         return schedulable
@@ -82,6 +86,7 @@ class Ledger:
         worker = self.workers[worker_id]
         worker.cpu_free, worker.ram_free = worker.cpu_total, worker.ram_total
         worker.gpu_free = dict(worker.gpu_total)
+        worker.warm_busy = {}
         for run_id in self.by_worker.get(worker_id, ()):
             self._take(worker, self.held[run_id], -1)
 
@@ -93,6 +98,13 @@ class Ledger:
         for index in held.gpu_ids:
             if index in worker.gpu_free:
                 worker.gpu_free[index] += sign * held.demand.vram_mb
+        if held.demand.warm is not None:  # it keeps one of the worker's warm instances busy, if it has one
+            key = (held.demand.warm, tuple(held.gpu_ids))
+            busy = worker.warm_busy.get(key, 0) - sign
+            if busy > 0:
+                worker.warm_busy[key] = busy
+            else:
+                worker.warm_busy.pop(key, None)
 
     def reserve(self, held: Held) -> None:
         """Record (or update) what an attempt holds; a move to another worker releases the old place first."""

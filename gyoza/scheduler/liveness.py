@@ -135,6 +135,7 @@ class Liveness:
             or record.tags != body.tags
             or record.version != body.version
             or record.images != body.images
+            or record.warm != body.warm
         ):
             return True
         return now >= self._refresh_at.get(record.id, 0.0)

@@ -124,5 +124,8 @@ class ClusterState:
 
 
 def _demand(record: RunRecord) -> Demand:
-    limits = run_limits(record.op_definition, record.max_concurrent, record.concurrency)
-    return Demand.of(record.constraints, record.tags, limits, record.image, record.owner or "")
+    limits = run_limits(record.op_definition, record.max_concurrent, record.concurrency, record.max_instances)
+    warm = None
+    if record.keep_warm_seconds and record.op_definition is not None and record.definition_version is not None:
+        warm = (record.op_definition, record.definition_version)
+    return Demand.of(record.constraints, record.tags, limits, record.image, record.owner or "", warm)

@@ -156,6 +156,7 @@ from gyoza.schema.webhooks import (
 )
 from gyoza.schema.workers import (
     MAX_REPORTED_IMAGES,
+    MAX_REPORTED_INSTANCES,
     Assignment,
     AssignmentList,
     GpuInfo,
@@ -165,6 +166,7 @@ from gyoza.schema.workers import (
     HeldAttempt,
     LeaderLease,
     ResourceAmounts,
+    WarmInstance,
     WorkerCommand,
     WorkerEventReport,
     WorkerList,
@@ -187,6 +189,7 @@ __all__ = [
     "MAX_BATCH_RUNS",
     "MAX_LOG_CHUNK_CHARS",
     "MAX_REPORTED_IMAGES",
+    "MAX_REPORTED_INSTANCES",
     "MAX_WEBHOOKS",
     "NAME_PATTERN",
     "REGISTRY_PATTERN",
@@ -308,6 +311,7 @@ __all__ = [
     "TopicStreamEvent",
     "ValueType",
     "Version",
+    "WarmInstance",
     "Webhook",
     "WebhookDelivery",
     "WebhookIn",

@@ -78,6 +78,7 @@ class EventDelivery(Part):
 # A concurrency key: a name runs share to be limited together (a customer, a licence, a rate-limited API).
 CONCURRENCY_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
 MAX_CONCURRENCY = 100_000
+MAX_KEEP_WARM_S = 7 * 86400
 
 
 class Concurrency(Part):
@@ -107,6 +108,11 @@ class RunTemplate(Input):
     # At most this many runs of the definition (every version) ASSIGNED or RUNNING at once.
     max_concurrent: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] | None = None
     concurrency: Concurrency | None = None
+    # Warm instances (docs/ops.md): after an attempt the op's container stays up this long to serve the next run of
+    # this version at once (its setup() ran already). At most ``max_instances`` runs of the definition at once, each
+    # in an instance of its own.
+    keep_warm_seconds: Annotated[float, Field(ge=0, le=MAX_KEEP_WARM_S)] | None = None
+    max_instances: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] | None = None
 
 
 class OpDefinitionIn(RunTemplate):
@@ -148,6 +154,8 @@ class OpDefinition(StoredRecord):
     secrets: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int | None = None
     concurrency: Concurrency | None = None
+    keep_warm_seconds: float | None = None
+    max_instances: int | None = None
     created_at: datetime
 
     def content(self) -> dict[str, Any]:

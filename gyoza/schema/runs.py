@@ -92,6 +92,8 @@ class RunFromDefinitionIn(RunOverrides):
     event_delivery: SetByDefinition = Field(None, exclude=True)
     secrets: SetByDefinition = Field(None, exclude=True)
     max_concurrent: SetByDefinition = Field(None, exclude=True)
+    keep_warm_seconds: SetByDefinition = Field(None, exclude=True)
+    max_instances: SetByDefinition = Field(None, exclude=True)
 
 
 def _only_in_definitions(value: Any) -> Any:
@@ -108,11 +110,23 @@ def _limits_a_definition(value: Any) -> Any:
     )
 
 
+def _warms_a_definition(value: Any) -> Any:
+    raise PydanticCustomError(
+        "warm_instances_need_a_definition",
+        "warm instances serve the runs of one definition version; deploy the op as a definition to keep it warm",
+    )
+
+
+WarmsADefinition = SkipJsonSchema[Annotated[Any, AfterValidator(_warms_a_definition)]]
+
+
 class AdHocRunIn(RunTemplate):
     """POST /runs."""
 
     secrets: SkipJsonSchema[Annotated[Any, AfterValidator(_only_in_definitions)]] = Field(None, exclude=True)
     max_concurrent: SkipJsonSchema[Annotated[Any, AfterValidator(_limits_a_definition)]] = Field(None, exclude=True)
+    keep_warm_seconds: WarmsADefinition = Field(None, exclude=True)
+    max_instances: WarmsADefinition = Field(None, exclude=True)
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = 5
@@ -189,6 +203,8 @@ class RunRecord(StoredRecord):
     retention: Retention = Field(default_factory=Retention)
     secrets: dict[str, str] = Field(default_factory=dict)  # env name -> secret name (never a value)
     max_concurrent: int | None = None  # its definition's
+    keep_warm_seconds: float | None = None  # its definition's (warm instances)
+    max_instances: int | None = None
     owner: str | None = None  # the id of the scoped key that created it (None: the bootstrap key, a session)
     concurrency: Concurrency | None = None
     # When JetStream removes the run (its finishing write's TTL); None while unfinished or kept forever.
@@ -236,6 +252,8 @@ class OpRun(Record):
     secrets: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int | None = None
     concurrency: Concurrency | None = None
+    keep_warm_seconds: float | None = None
+    max_instances: int | None = None
     owner: str | None = None
     usage: AttemptUsage | None = None  # the current attempt's, once it ended (issue 13.3)
     state: RunState

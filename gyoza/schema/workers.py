@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from gyoza.schema._base import Input, Part, Record, StoredRecord, Tag
+from gyoza.schema._base import Input, OpName, Part, Record, StoredRecord, Tag, Version
 from gyoza.schema.definitions import Constraints, OutputSpec
 from gyoza.schema.enums import RunState
 from gyoza.schema.runs import WorkerEventIn
@@ -43,6 +43,19 @@ class HeldAttempt(Input):
 
 
 MAX_REPORTED_IMAGES = 1000
+MAX_REPORTED_INSTANCES = 1000
+
+
+class WarmInstance(Part):
+    """A warm instance on a worker (docs/ops.md): a container of one definition version serving its runs one at a
+    time, holding ``gpu_ids`` (``vram_mb`` each) while it lives; ``busy`` while it runs an attempt."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    definition: OpName
+    version: Version
+    gpu_ids: Annotated[list[Annotated[int, Field(ge=0, le=1023)]], Field(max_length=256)] = Field(default_factory=list)
+    vram_mb: Annotated[int, Field(ge=0, le=1 << 30)] = 0
+    busy: bool = False
 
 
 class HeartbeatIn(Input):
@@ -56,6 +69,8 @@ class HeartbeatIn(Input):
     images: Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=MAX_REPORTED_IMAGES)] = Field(
         default_factory=list
     )
+    # Its warm instances: placement prefers a worker with an idle one of the run's definition version.
+    warm: Annotated[list[WarmInstance], Field(max_length=MAX_REPORTED_INSTANCES)] = Field(default_factory=list)
 
 
 class WorkerCommand(Record):
@@ -85,6 +100,7 @@ class WorkerRecord(StoredRecord):
     tags: list[str] = Field(default_factory=list)
     version: str = ""
     images: list[str] = Field(default_factory=list)
+    warm: list[WarmInstance] = Field(default_factory=list)
     registered_at: datetime
     last_heartbeat: datetime
 
@@ -119,6 +135,7 @@ class WorkerView(Record):
     tags: list[str]
     version: str
     images: list[str] = Field(default_factory=list)  # pulled on it, as its last heartbeat said
+    warm: list[WarmInstance] = Field(default_factory=list)  # its warm instances, as its last heartbeat said
     totals: ResourceAmounts
     reserved: ResourceAmounts
     free: ResourceAmounts
@@ -148,6 +165,9 @@ class Assignment(Record):
     op_definition: str | None
     definition_version: str | None
     output_specs: dict[str, OutputSpec] | None
+    # Warm instances (the definition's): keep the container up this long after the attempt to serve the next run.
+    keep_warm_seconds: float | None = None
+    max_instances: int | None = None
     # Released for this attempt only (docs/secrets.md): the values of the run's secrets, by environment variable,
     # which the worker also masks in the captured log; or why they could not be (the worker then fails the attempt
     # with it, starting nothing). And the login for the image's registry, when one is stored.

@@ -44,7 +44,7 @@ class WorkerService:
 
         def refresh(record: WorkerRecord) -> WorkerRecord:
             record.resources, record.tags, record.version = heartbeat.resources, list(heartbeat.tags), heartbeat.version
-            record.images = list(heartbeat.images)
+            record.images, record.warm = list(heartbeat.images), list(heartbeat.warm)
             record.last_heartbeat = now
             record.status = workerstate.heard(record.status)
             return record
@@ -58,7 +58,8 @@ class WorkerService:
             new = False
             fresh = WorkerRecord(
                 id=worker_id, status=WorkerStatus.ONLINE, resources=heartbeat.resources, tags=list(heartbeat.tags),
-                version=heartbeat.version, images=list(heartbeat.images), registered_at=now, last_heartbeat=now,
+                version=heartbeat.version, images=list(heartbeat.images), warm=list(heartbeat.warm), registered_at=now,
+                last_heartbeat=now,
             )  # fmt: skip
             try:
                 await self.store.create(worker_id, fresh)

@@ -25,6 +25,7 @@ from gyoza.errors import GyozaError
 from gyoza.processes import Shutdown
 from gyoza.schema import (
     MAX_REPORTED_IMAGES,
+    MAX_REPORTED_INSTANCES,
     Assignment,
     HeartbeatIn,
     HeartbeatReply,
@@ -37,6 +38,7 @@ from gyoza.supervision import stop_task
 from gyoza.worker.attempt import AttemptRunner, Refused, Reporter
 from gyoza.worker.runtimes.base import Execution, Runtime
 from gyoza.worker.settings import WorkerSettings
+from gyoza.worker.warm import InstancePool
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,14 @@ class WorkerAgent:
         self.accepting = True
         self.images: list[str] = []  # the runtime's pulled images, reported in heartbeats
         self._images_read_at = -IMAGES_EVERY_S
+        self._heartbeat_soon = asyncio.Event()  # something the server should hear of before the next interval
+        self.pool = InstancePool(
+            settings, runtime, resources, holding=lambda: [r.assignment for r in self.runners.values()],
+            on_change=self._heartbeat_soon.set,
+        )  # fmt: skip
 
     async def run(self, shutdown: Shutdown, source: AssignmentSource | None = None) -> None:
+        await self.pool.start()
         await self.adopt_orphans()
         heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
         intake = asyncio.create_task((source or claim_loop)(self), name="assignments")
@@ -87,6 +95,7 @@ class WorkerAgent:
         await stop_task(intake)
         try:
             await self._drain(shutdown)
+            await self._until(shutdown.urgent, self.pool.close())
         finally:
             await stop_task(heartbeats)
 
@@ -158,7 +167,7 @@ class WorkerAgent:
         key = (assignment.run_id, assignment.attempt)
         if not self.accepting or key in self.runners or key in self.finished:
             return False
-        runner = AttemptRunner(assignment, self.settings, self.reports, self.runtime)
+        runner = AttemptRunner(assignment, self.settings, self.reports, self.runtime, self.pool)
         self._track(runner, runner.run())
         return True
 
@@ -228,11 +237,13 @@ class WorkerAgent:
             running=held,
             version=gyoza.__version__,
             images=self.images[:MAX_REPORTED_IMAGES],
+            warm=self.pool.report()[:MAX_REPORTED_INSTANCES],
         )
 
     async def _heartbeats(self) -> None:
         while True:
             await self._read_images()
+            self._heartbeat_soon.clear()  # this heartbeat tells what changed so far
             try:
                 reply = await self.reports.heartbeat(self.settings.name, self.heartbeat_body())
             except GyozaError as exc:
@@ -241,7 +252,8 @@ class WorkerAgent:
                 self.heartbeat_interval = reply.heartbeat_interval_s
                 for command in reply.commands:
                     self.apply(command)
-            await asyncio.sleep(self.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_soon.wait(), self.heartbeat_interval)
 
     async def _read_images(self) -> None:
         """Every ``IMAGES_EVERY_S``: the images the runtime holds (an engine that fails to answer keeps the last)."""

@@ -40,6 +40,7 @@ from gyoza.worker.runtimes.base import (
 )
 from gyoza.worker.settings import WorkerSettings
 from gyoza.worker.telemetry import UsageMeter, sample_gpus
+from gyoza.worker.warm import InstancePool, serves
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,15 @@ class LogShipper(Protocol):
 
 
 class AttemptRunner:
-    def __init__(self, assignment: Assignment, settings: WorkerSettings, reporter: Reporter, runtime: Runtime) -> None:
+    def __init__(
+        self, assignment: Assignment, settings: WorkerSettings, reporter: Reporter, runtime: Runtime,
+        pool: InstancePool | None = None,
+    ) -> None:  # fmt: skip
         self.assignment = assignment
         self.settings = settings
         self.reporter = reporter
         self.runtime = runtime
+        self.pool = pool  # the worker's warm instances (None: every attempt starts cold, as ``gyoza op test`` does)
         self.dir = AttemptDir(settings.work_dir, assignment.run_id, assignment.attempt)
         self.logs = LogCapture(settings.log_limit)
         self.meter = UsageMeter()
@@ -148,7 +153,9 @@ class AttemptRunner:
         if a.secret_error is not None:  # the server could not release a secret the op needs: start nothing
             await self._report_outcome(Outcome("FAILED", reason=FailureReason.CONTAINER_ERROR, error=a.secret_error))
             return
-        self.dir.prepare(a.inputs)
+        warm = self.pool is not None and serves(a)
+        if not warm:  # a warm attempt's directory is made in its instance's
+            self.dir.prepare(a.inputs)
         self.logs.mask(a.secret_env.values())
         try:
             await self.runtime.ensure_image(a.image, a.pull_credential)
@@ -159,7 +166,7 @@ class AttemptRunner:
             await self._report_outcome(Outcome("CANCELLED"))
             return
         try:
-            execution = await self.runtime.launch(launch_spec(self.assignment, self.settings, self.dir.path), self.logs)
+            execution = await self._launch(warm)
         except ImageMissing as exc:
             await self._report_outcome(Outcome("FAILED", reason=FailureReason.IMAGE_NOT_FOUND, error=str(exc)))
             return
@@ -167,6 +174,15 @@ class AttemptRunner:
             await self._report_outcome(Outcome("FAILED", reason=FailureReason.CONTAINER_ERROR, error=str(exc)))
             return
         await self.supervise(execution, report_start=True)
+
+    async def _launch(self, warm: bool) -> Execution:
+        if self.pool is not None and warm:
+            attempt = await self.pool.take(self.assignment, self.logs)
+            self.dir = attempt.dir
+            return attempt
+        if self.pool is not None:
+            await self.pool.make_room(self.assignment)
+        return await self.runtime.launch(launch_spec(self.assignment, self.settings, self.dir.path), self.logs)
 
     async def supervise(self, execution: Execution, report_start: bool) -> None:
         """Follow a started execution to its end and report it (also used to adopt a previous life's container)."""

@@ -44,6 +44,9 @@ class LaunchSpec:
     secret_names: tuple[str, ...] = ()  # the variables of ``env`` that hold secrets (a label names them)
     login: PullCredential | None = None  # for pulling ``image`` again, should it be gone by the create
     cache_dir: Path | None = None  # the definition's cache directory on this machine, if it is one's run
+    # A warm instance (``gyoza.worker.warm``) rather than one attempt: ``io_dir`` is the instance's directory, and the
+    # container is labelled and named after the instance.
+    instance_id: str | None = None
 
 
 class LogCapture:
@@ -170,8 +173,15 @@ class Execution(Protocol):
 
     logs: LogCapture
     meter: UsageMeter  # what it uses, sampled while it runs (empty where the runtime cannot tell)
+    # Where the read-back after the exit starts, a Unix time (None: the start): a warm instance's attempt's hand-over.
+    since: float | None
 
     async def wait(self) -> ExitStatus: ...
+
+    async def read_back(self, since: float | None) -> None:
+        """Make ``logs`` complete for what the op wrote from ``since`` (a Unix time; None: its start) until now:
+        a warm instance's attempt ended while the op goes on (``logs`` is then sealed)."""
+        ...
 
     async def stop(self, grace: float) -> None: ...
 
@@ -200,6 +210,10 @@ class Runtime(Protocol):
     async def launch(self, spec: LaunchSpec, logs: LogCapture) -> Execution: ...
 
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]: ...
+
+    async def remove_instances(self, worker_id: str, instances_dir: Path) -> int:
+        """Remove the warm instances a previous life of this worker left (they serve nobody now); how many."""
+        ...
 
     async def images(self) -> list[str]:
         """The images this runtime has (``repo:tag``), for placement to prefer a worker that need not pull."""

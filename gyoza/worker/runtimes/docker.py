@@ -41,6 +41,7 @@ from gyoza.worker.runtimes.base import (
 from gyoza.worker.telemetry import UsageMeter, follow_container_stats
 
 LABEL_RUN, LABEL_ATTEMPT, LABEL_WORKER = "gyoza.run_id", "gyoza.attempt", "gyoza.worker_id"
+LABEL_INSTANCE = "gyoza.instance"  # a warm instance's container, serving one attempt after another
 # Which environment variables hold secrets (names only): a later life of the worker that adopts the container reads
 # their values back from it, to go on masking them in the log.
 LABEL_SECRETS = "gyoza.secret_env"
@@ -53,17 +54,22 @@ T = TypeVar("T")
 
 def container_options(spec: LaunchSpec, network: str) -> dict[str, Any]:
     """The ``containers.run`` keyword arguments for an attempt."""
+    labels = {LABEL_RUN: spec.run_id, LABEL_ATTEMPT: str(spec.attempt), LABEL_WORKER: spec.worker_id}
+    name = f"gyoza-{spec.run_id}-{spec.attempt}"
+    if spec.instance_id is not None:  # no run labels: a later life of the worker must not adopt it as an attempt
+        labels = {LABEL_INSTANCE: spec.instance_id, LABEL_WORKER: spec.worker_id}
+        name = f"gyoza-warm-{spec.instance_id}"
     options: dict[str, Any] = {
         "image": spec.image,
         "command": spec.command,
         "environment": spec.env,
-        "labels": {LABEL_RUN: spec.run_id, LABEL_ATTEMPT: str(spec.attempt), LABEL_WORKER: spec.worker_id},
+        "labels": labels,
         "volumes": {str(spec.io_dir): {"bind": CONTAINER_IO_DIR, "mode": "rw"}},
         "network_mode": network,
         "init": True,
         "privileged": False,
         "detach": True,
-        "name": f"gyoza-{spec.run_id}-{spec.attempt}",
+        "name": name,
     }
     if spec.cache_dir is not None:
         options["volumes"][str(spec.cache_dir)] = {"bind": CONTAINER_CACHE_DIR, "mode": "rw"}
@@ -82,8 +88,10 @@ def container_options(spec: LaunchSpec, network: str) -> dict[str, Any]:
 class DockerExecution:
     def __init__(self, container: Container, logs: LogCapture) -> None:
         self.container = container
+        # Both replaced per attempt on a warm instance: the followers below write to whichever is current.
         self.logs = logs
         self.meter = UsageMeter()
+        self.since: float | None = None  # where the read-back after the exit starts (a warm instance's attempt)
         for stream in (STDOUT, STDERR):
             threading.Thread(target=self._follow_logs, args=(stream,), daemon=True,
                              name=f"logs-{stream}-{container.short_id}").start()  # fmt: skip
@@ -116,16 +124,23 @@ class DockerExecution:
         await asyncio.to_thread(self.container.reload)
         state = self.container.attrs.get("State", {})
         with contextlib.suppress(docker.errors.DockerException):
-            await asyncio.to_thread(self._read_back)
+            await asyncio.to_thread(self._read_back, self.since)
         return ExitStatus(exit_code=int(result.get("StatusCode", -1)), oom_killed=bool(state.get("OOMKilled")))
 
-    def _read_back(self) -> None:
-        """Replace the live capture by the engine's record of the exited container (each stream up to the limit)."""
+    async def read_back(self, since: float | None) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            await asyncio.to_thread(self._read_back, since)
+        self.logs.close()  # sealed by the read-back; closed here should the engine not have answered
+
+    def _read_back(self, since: float | None) -> None:
+        """Replace the live capture by the engine's record of the container (each stream up to the limit), from
+        ``since`` on."""
         entries: list[tuple[str, str, bytes]] = []
         stderr_complete = True
+        window = {} if since is None else {"since": since}
         for stream in (STDOUT, STDERR):
             size = 0
-            for chunk in self._logs(stream, follow=False):
+            for chunk in self._logs(stream, follow=False, **window):
                 entries.extend((stamp, stream, data) for stamp, data in _entries(chunk))
                 size += len(chunk)
                 if size > self.logs.limit:
@@ -133,7 +148,7 @@ class DockerExecution:
                     break
         self.logs.replace(entries)
         if not stderr_complete:  # the error message needs the last lines, beyond the part kept
-            tail = b"".join(self._logs(STDERR, follow=False, tail=STDERR_TAIL_LINES))
+            tail = b"".join(self._logs(STDERR, follow=False, tail=STDERR_TAIL_LINES, **window))
             self.logs.set_stderr_tail([data.decode(errors="replace").rstrip("\n") for _, data in _entries(tail)])
 
     async def stop(self, grace: float) -> None:
@@ -270,6 +285,20 @@ class DockerRuntime:
             masks = await self._secret_values(container.id, labels.get(LABEL_SECRETS, ""))
             found.append(Orphan(run_id, attempt, DockerExecution(container, LogCapture(masks=masks))))
         return found
+
+    async def remove_instances(self, worker_id: str, instances_dir: Path) -> int:
+        containers = await asyncio.to_thread(
+            self.client.containers.list, all=True, sparse=True,
+            filters={"label": [f"{LABEL_WORKER}={worker_id}", LABEL_INSTANCE]},
+        )  # fmt: skip
+        removed, ours = 0, {str(instances_dir), str(instances_dir.resolve())}  # noqa: ASYNC240 (no I/O: a symlink at most)
+        for container in containers:
+            if str(Path(_io_mount_source(container) or "").parent) not in ours:
+                continue  # a same-named worker of another cluster on this engine (see ``orphans``)
+            with contextlib.suppress(docker.errors.DockerException):
+                await asyncio.to_thread(self.client.api.remove_container, container.id, force=True)
+                removed += 1
+        return removed
 
     async def _secret_values(self, container_id: str, names: str) -> list[str]:
         """The values of the secret variables a label names, read back from the container's environment."""

@@ -29,6 +29,8 @@ from gyoza.worker.runtimes.base import LaunchFailed, LaunchSpec, LogCapture, Orp
 from gyoza.worker.telemetry import UsageMeter
 
 GUARD = Path(__file__).with_name("guard.py")
+# The pipes are read by tasks of this loop: lines an op flushed before its done.json are read within a loop turn.
+READ_BACK_SETTLE_S = 0.01
 
 
 class ProcessExecution:
@@ -36,6 +38,7 @@ class ProcessExecution:
         self.process = process
         self.logs = logs
         self.meter = UsageMeter()  # not sampled: a plain process has no cgroup of its own here
+        self.since: float | None = None  # nothing to read back: the pipes are the whole record
         assert process.stdout is not None and process.stderr is not None
         self._readers = [
             asyncio.create_task(self._read(process.stdout, stderr=False)),
@@ -45,6 +48,11 @@ class ProcessExecution:
     async def _read(self, stream: asyncio.StreamReader, stderr: bool) -> None:
         while chunk := await stream.read(65536):
             self.logs.append(chunk, stderr=stderr)
+
+    async def read_back(self, since: float | None) -> None:
+        """The op flushed before saying the attempt is done: a moment for the readers to take what it wrote."""
+        await asyncio.sleep(READ_BACK_SETTLE_S)
+        self.logs.close()
 
     async def wait(self) -> ExitStatus:
         code = await self.process.wait()
@@ -106,3 +114,6 @@ class ProcessRuntime:
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Orphan]:
         """Ops die with their worker (their guard kills them), so a previous life leaves nothing to adopt."""
         return []
+
+    async def remove_instances(self, worker_id: str, instances_dir: Path) -> int:
+        return 0  # died with the previous life, like every op of this runtime

@@ -129,3 +129,35 @@ def remember(note: str) -> dict[str, Any]:
     previous = kept.read_text() if kept.exists() else None
     kept.write_text(note)
     return {"previous": previous, "cache": str(cache)}
+
+
+# The model a warm op loads once per instance (``_load``): which process loaded it, and when.
+_model: dict[str, Any] = {}
+
+
+def _load() -> None:
+    """A slow setup (``SETUP_SECONDS``) that notes each call in the definition's cache, so a test can count them;
+    with ``SETUP_FAILS`` set it fails, as a missing model file would."""
+    time.sleep(float(os.environ.get("SETUP_SECONDS", "0")))
+    if os.environ.get("SETUP_FAILS"):
+        raise RuntimeError("could not load the model")
+    cache = sdk.context().cache_dir
+    if cache is not None:
+        with (cache / "setups.log").open("a") as log:
+            log.write(f"{os.getpid()}\n")
+    _model.update(pid=os.getpid(), loaded_at=time.time(), served=0)
+
+
+@sdk.op(setup=_load)
+def warm(crash: bool = False, fail: bool = False, seconds: float = 0.0, note: str = "") -> dict[str, Any]:
+    """Serve one run with the loaded model: ``crash`` kills the instance, ``fail`` fails only this run."""
+    _model["served"] += 1
+    print(f"serving {sdk.context().run_id} {note}", flush=True)
+    if crash:
+        os._exit(7)
+    if fail:
+        raise ValueError("bad input")
+    sdk.progress(50)
+    time.sleep(seconds)
+    return {"pid": _model["pid"], "loaded_at": _model["loaded_at"], "served": _model["served"],
+            "run_id": sdk.context().run_id, "io_dir": str(sdk.context().io_dir)}  # fmt: skip
