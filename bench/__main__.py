@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import batches, lifecycle, scheduling, storage, streams, submissions, worker_overhead
+from bench import batches, lifecycle, scheduling, storage, streams, submissions, warm, worker_overhead
 from bench.common import Outcome, machine_info
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "worker_overhead": worker_overhead.run,
     "storage": storage.run,
     "streams": streams.run,
+    "warm": warm.run,
 }
 
 

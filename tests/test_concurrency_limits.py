@@ -118,6 +118,11 @@ async def test_a_full_group_says_so_in_the_pending_reason(http: httpx.AsyncClien
         ("/runs", {"concurrency": {"limit": 2}}, "concurrency.key"),
         ("/runs", {"concurrency": {"key": "k", "limit": 2, "burst": 1}}, "concurrency.burst"),
         ("/runs", {"max_concurrent": 2}, "max_concurrent"),
+        ("/definitions", {"keep_warm_seconds": -1}, "keep_warm_seconds"),
+        ("/definitions", {"keep_warm_seconds": 30 * 86400}, "keep_warm_seconds"),
+        ("/definitions", {"max_instances": 0}, "max_instances"),
+        ("/runs", {"keep_warm_seconds": 60}, "keep_warm_seconds"),
+        ("/runs", {"max_instances": 2}, "max_instances"),
     ],
 )
 async def test_a_bad_limit_is_400_naming_the_field(
@@ -133,8 +138,9 @@ async def test_a_run_of_a_definition_may_set_its_key_but_not_the_definitions_lim
 ) -> None:
     definition = {"name": unique_name, "version": "1.0.0", "image": "sim/op:1", "tags": [tag], "max_concurrent": 4}
     assert (await http.post("/definitions", json=definition)).status_code == 201
-    refused = await http.post(f"/definitions/{unique_name}/runs", json={"max_concurrent": 9})
-    assert fields(error_of(refused, 400)) == {"max_concurrent"}
+    for field, value in (("max_concurrent", 9), ("keep_warm_seconds", 60), ("max_instances", 2)):
+        refused = await http.post(f"/definitions/{unique_name}/runs", json={field: value})
+        assert fields(error_of(refused, 400)) == {field}
     keyed = await http.post(f"/definitions/{unique_name}/runs", json={"concurrency": {"key": "team-a", "limit": 1}})
     assert keyed.status_code == 201, keyed.text
     assert (keyed.json()["max_concurrent"], keyed.json()["concurrency"]) == (4, {"key": "team-a", "limit": 1})

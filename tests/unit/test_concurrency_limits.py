@@ -4,8 +4,11 @@ next one in; a group at its limit holds up no run outside it; the waiting runs s
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from contextlib import AsyncExitStack
 
+from gyoza.bus.memory import MemoryBus
 from gyoza.schema import (
     AdHocRunIn,
     OpDefinitionIn,
@@ -15,7 +18,8 @@ from gyoza.schema import (
     RunState,
     WorkerEventIn,
 )
-from tests.unit.twin import Twin, twin
+from gyoza.services.clock import ManualClock
+from tests.unit.twin import Twin, node, twin
 from tests.waiting import until
 
 
@@ -108,3 +112,49 @@ def adhoc_with_priority(priority: int) -> AdHocRunIn:
     return AdHocRunIn.model_validate(
         {"image": "busybox", "constraints": {"cpu": 1, "ram_mb": 64}, "priority": priority}
     )
+
+
+async def test_a_leader_failover_under_concurrent_submissions_admits_none_past_a_limit_or_quota() -> None:
+    """Runs keep arriving, singly and from both replicas, while the scheduler moves from one to the other: the new
+    leader counts what the old one placed before it places anything, so the limit holds throughout."""
+    clock = ManualClock()
+    bus = MemoryBus(clock.time)
+    name = "limited-" + uuid.uuid4().hex[:6]
+    async with AsyncExitStack() as stack:
+        old = await stack.enter_async_context(node(bus, clock, "a"))
+        new = await stack.enter_async_context(node(bus, clock, "b"))
+        await old.runs.definitions.deploy(OpDefinitionIn.model_validate(
+            {"name": name, "version": "1", "image": "busybox", "constraints": {"cpu": 1}, "max_concurrent": 3}
+        ))  # fmt: skip
+        body = RunFromDefinitionIn.model_validate({})
+
+        async def submit(via: Twin, count: int) -> list[RunRecord]:
+            made = await asyncio.gather(*(via.runs.create_from_definition(name, body, None) for _ in range(count)))
+            return [record for record, _ in made]
+
+        async def held(records: list[RunRecord]) -> int:
+            now = await states(old, records)
+            return now.count(RunState.ASSIGNED) + now.count(RunState.RUNNING)
+
+        await old.heartbeat("w1", cpu=64)
+        records = await submit(old, 10)
+        await placed(old, 3)
+        await old.scheduler.stop()  # it hands over the lease
+        arriving = asyncio.gather(submit(old, 10), submit(new, 10))
+        assert await new.scheduler.lease.acquire()
+        await new.scheduler._lead()
+        records += [record for batch in await arriving for record in batch]
+        assigned = [r for r in records if (await old.runs.get(r.id)).state == RunState.ASSIGNED]
+        await new.heartbeat("w1", cpu=64, running=[(r.id, 1) for r in assigned])
+        await placed(new, 3)
+        assert await held(records) == 3
+        for _ in range(3):  # each run that ends lets exactly one more in
+            running = [r for r in records if (await new.runs.get(r.id)).state == RunState.ASSIGNED]
+            await finish(new, running[0])
+            await until(lambda: _held_is(new, 3), 5, what="the next run placed")
+            assert await held(records) == 3
+    await bus.close()
+
+
+def _held_is(t: Twin, count: int) -> bool:
+    return len(t.scheduler.state.ledger.held) == count and not t.scheduler.state.in_flight

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from gyoza.bus import names
 from gyoza.bus.memory import MemoryBus
@@ -39,10 +40,12 @@ class Twin:
     scheduler: Scheduler
 
     async def heartbeat(
-        self, worker_id: str, cpu: float = 4, ram_mb: int = 4096, running: list[tuple[str, int]] | None = None
-    ) -> list[WorkerCommand]:
+        self, worker_id: str, cpu: float = 4, ram_mb: int = 4096, running: list[tuple[str, int]] | None = None,
+        warm: list[dict[str, Any]] | None = None,
+    ) -> list[WorkerCommand]:  # fmt: skip
         held = [{"run_id": run_id, "attempt": attempt} for run_id, attempt in running or []]
-        body = HeartbeatIn.model_validate({"resources": {"cpu": cpu, "ram_mb": ram_mb}, "running": held})
+        resources = {"cpu": cpu, "ram_mb": ram_mb}
+        body = HeartbeatIn.model_validate({"resources": resources, "running": held, "warm": warm or []})
         reply = await self.scheduler.heartbeat(worker_id, body, self.clock.monotonic())
         return HeartbeatReply.model_validate_json(reply).commands
 
