@@ -193,3 +193,18 @@ async def test_an_op_ignoring_sigterm_and_its_child_end_on_cancel_and_with_a_kil
                     what="the op and its child gone with their worker")  # fmt: skip
     finally:
         own.stop()
+
+
+async def test_a_warm_instance_serves_run_after_run_in_one_process(
+    http: httpx.AsyncClient, worker: WorkerProcess
+) -> None:
+    name = await deploy(http, "warm", {"note": "string", "fail": "bool"}, keep_warm_seconds=60)
+    runs = []
+    for inputs in ({"note": "a", "fail": False}, {"note": "b", "fail": True}, {"note": "c", "fail": False}):
+        state = "FAILED" if inputs.get("fail") else "COMPLETED"
+        runs.append(await wait_run(http, await start_run(http, name, inputs), 30, state=state))
+    first, failed, last = runs
+    assert first["outputs"]["pid"] == last["outputs"]["pid"] and last["outputs"]["served"] == 3
+    assert failed["state_reason"]["message"] == "ValueError: bad input"
+    assert f"serving {last['id']} c" in (await http.get(f"/runs/{last['id']}/logs")).text
+    assert pid_alive(first["outputs"]["pid"])  # idle now, kept warm

@@ -168,11 +168,14 @@ def run_detail(run: OpRun) -> Table:
 
 
 def workers_table(workers: Iterable[WorkerView]) -> Table:
-    table = _table("ID", "STATUS", "CPU FREE/TOTAL", "RAM MB FREE/TOTAL", "GPUS", "RUNNING", "TAGS", "LAST HEARTBEAT")
+    table = _table("ID", "STATUS", "CPU FREE/TOTAL", "RAM MB FREE/TOTAL", "GPUS", "RUNNING", "WARM (IDLE)", "TAGS",
+                   "LAST HEARTBEAT")  # fmt: skip
     for w in workers:
+        idle = sum(1 for instance in w.warm if not instance.busy)
         _row(
             table, w.id, w.status.value, f"{w.free.cpu:g}/{w.totals.cpu:g}", f"{w.free.ram_mb}/{w.totals.ram_mb}",
-            str(len(w.gpus)), str(len(w.running)), ", ".join(w.tags) or "-", when(w.last_heartbeat),
+            str(len(w.gpus)), str(len(w.running)), f"{len(w.warm)} ({idle})" if w.warm else "-",
+            ", ".join(w.tags) or "-", when(w.last_heartbeat),
         )  # fmt: skip
     return table
 
