@@ -168,7 +168,6 @@ class InstancePool:
         self.on_change = on_change  # the instance set changed: tell the server soon
         self.dir = settings.work_dir.parent / INSTANCES_DIR_NAME
         self.instances: dict[str, Instance] = {}
-        self.started = 0  # instances started by this life of the worker
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -220,7 +219,6 @@ class InstancePool:
         instance.current = attempt
         instance.exited.add_done_callback(lambda _: self._ended(instance))
         self.instances[instance_id] = instance
-        self.started += 1
         log.info("started warm instance %s of %s %s for run %s", instance_id, a.op_definition, a.definition_version,
                  a.run_id)  # fmt: skip
         self.on_change()
@@ -237,8 +235,9 @@ class InstancePool:
         a = instance.assignment
         keep = a.keep_warm_seconds or 0.0
         instance.expiry = asyncio.get_running_loop().call_later(keep, self._expire, instance)
-        same = [i for i in self.instances.values() if i.key == instance.key and i.current is None]
-        for extra in sorted(same, key=lambda i: i.idle_since)[: max(len(same) - (a.max_instances or len(same)), 0)]:
+        idle = [i for i in self.instances.values() if i.current is None]
+        same = sorted((i for i in idle if i.assignment.op_definition == a.op_definition), key=lambda i: i.idle_since)
+        for extra in same[: max(len(same) - (a.max_instances or len(same)), 0)]:
             self._retire_soon(extra, "more idle instances than max_instances")
 
     def _ended(self, instance: Instance) -> None:

@@ -104,6 +104,9 @@ class Runtime:
     async def orphans(self, worker_id: str, work_dir: Path) -> list[Any]:
         return []
 
+    async def remove_instances(self, worker_id: str, instances_dir: Path) -> int:
+        return 0
+
 
 class Server(RecordingClient):
     async def heartbeat(self, worker_id: str, body: Any) -> HeartbeatReply:
