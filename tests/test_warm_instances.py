@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,3 +188,26 @@ async def _pending_reason(http: httpx.AsyncClient, run_ids: list[str]) -> str | 
             message: str = run["state_reason"]["message"]
             return message
     return None
+
+
+async def test_a_restarted_worker_removes_the_instances_a_killed_life_left(
+    cluster: Cluster, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    process = WorkerProcess(unique_worker_name("warm-kill"), tmp_path / "work", cluster.url, tags=("warm-kill",))
+    await process.start(http)
+    try:
+        name = "warm-" + uuid.uuid4().hex[:8]
+        body = {"name": name, "version": "1.0.0", "image": PYOP, "command": ["ops:warm"], "tags": ["warm-kill"],
+                "keep_warm_seconds": 600, "input_specs": INPUTS}  # fmt: skip
+        assert (await http.post("/definitions", json=body)).status_code == 201
+        await serve(http, name)
+        assert len(instances(process)) == 1
+        process.kill9()  # its idle instance stays behind, serving nobody
+        assert len(instances(process)) == 1
+        await process.start(http)
+        assert not instances(process)  # removed before the restarted worker took any work
+        assert (await serve(http, name))["outputs"]["served"] == 1  # a new instance, set up afresh
+    finally:
+        process.stop()
+        leftovers = remove_leftover_containers(process.name)
+    assert not leftovers, f"containers left behind by worker {process.name}: {leftovers}"
