@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 from gyoza.errors import Conflict, GyozaError, InvalidRequest, NotFound, PayloadTooLarge
@@ -300,13 +301,20 @@ class AttemptRunner:
             self._shipped_marker = self._shipped_marker or marker
 
     async def _upload_logs(self, final: bool) -> None:
+        """Upload the log so far. The final upload is retried like a report (an outage must not lose the log of an
+        op that ended meanwhile); one on the way is not: the next one, a few seconds on, carries it all."""
         if self.logs.version == self._uploaded_version and not final:
             return
-        version = self.logs.version
-        try:
-            a = self.assignment
+        version, a = self.logs.version, self.assignment
+
+        async def upload() -> None:
             await self.reporter.upload_logs(a.run_id, a.attempt, self.logs.text(), self.settings.name)
+
+        try:
+            await (self._retrying("the log", upload) if final else upload())
             self._uploaded_version = version
+        except Unanswered as exc:
+            log.error("run %s attempt %s: %s", *self.key, exc)
         except GyozaError as exc:
             log.warning("uploading logs of run %s failed: %s", self.assignment.run_id, exc.message)
 
@@ -379,22 +387,28 @@ class AttemptRunner:
                       exc.details)  # fmt: skip
 
     async def _send(self, event: WorkerEventIn) -> None:
-        """Post an event. Retries, with growing pauses for up to ``REPORT_DEADLINE_S``, only what may pass later: no
-        answer or a 5xx. Raises ``Refused`` on 409/404, the error itself on any other 4xx, ``Unanswered`` at the end.
-        A cancel of the calling task (the worker stopping at once) interrupts it at any point."""
+        """Post an event (retried as ``_retrying`` says). Raises ``Refused`` on 409/404, the error itself on any other
+        4xx, ``Unanswered`` at the end."""
+        try:
+            await self._retrying(event.type, lambda: self.reporter.post_event(self.assignment.run_id, event))
+        except (Conflict, NotFound) as exc:
+            raise Refused(f"{event.type} refused: {exc.message}") from None
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[object]]) -> None:
+        """Make ``call``, retrying with growing pauses for up to ``REPORT_DEADLINE_S`` only what may pass later: no
+        answer or a 5xx. A 4xx is raised at once, ``Unanswered`` at the end. A cancel of the calling task (the worker
+        stopping at once) interrupts it at any point."""
         loop = asyncio.get_running_loop()
         deadline, pause = loop.time() + REPORT_DEADLINE_S, REPORT_RETRY_FIRST_S
         while True:
             try:
-                await self.reporter.post_event(self.assignment.run_id, event)
+                await call()
                 return
-            except (Conflict, NotFound) as exc:
-                raise Refused(f"{event.type} refused: {exc.message}") from None
             except GyozaError as exc:
                 if exc.status < 500:
                     raise
                 if loop.time() + pause > deadline:
-                    raise Unanswered(f"gave up reporting {event.type} after {REPORT_DEADLINE_S:g} s: {exc}") from None
-                log.warning("reporting %s for run %s failed (%s); retrying", event.type, self.assignment.run_id, exc)
+                    raise Unanswered(f"gave up reporting {what} after {REPORT_DEADLINE_S:g} s: {exc}") from None
+                log.warning("reporting %s for run %s failed (%s); retrying", what, self.assignment.run_id, exc)
             await asyncio.sleep(pause)
             pause = min(pause * 2, REPORT_RETRY_MAX_S)

@@ -133,3 +133,35 @@ async def test_a_reported_outcome_removes_the_container_and_directory(tmp_path: 
     made.tidy()
     assert execution.removed and not execution.abandoned
     assert not made.dir.path.exists()
+
+
+class FlakyLogs(Client):
+    """Takes events; refuses log uploads with a 503 ``failures`` times, then keeps what it is sent."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(None)
+        self.failures = failures
+        self.uploaded: list[bytes] = []
+
+    async def upload_logs(self, run_id: str, attempt: int, text: bytes, worker_id: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise Unavailable("NATS is away")
+        self.uploaded.append(text)
+
+
+async def test_the_final_log_upload_outlasts_a_short_outage_and_a_long_one_does_not_hold_the_outcome(
+    tmp_path: Path,
+) -> None:
+    client = FlakyLogs(failures=3)
+    made = runner(tmp_path, client)
+    execution = Execution()
+    execution.logs.append(b"the op's last words\n")
+    await made.supervise(execution, report_start=False)  # type: ignore[arg-type]
+    assert len(client.uploaded) == 1 and b"the op's last words" in client.uploaded[0]
+    assert [e.type for e in client.events] == ["COMPLETED"]
+
+    away = FlakyLogs(failures=10_000)  # the deadline (0.3 s here) passes: the outcome is reported all the same
+    made = runner(tmp_path / "again", away)
+    await made.supervise(Execution(), report_start=False)  # type: ignore[arg-type]
+    assert not away.uploaded and [e.type for e in away.events] == ["COMPLETED"]
