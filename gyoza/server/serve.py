@@ -22,7 +22,6 @@ from hypercorn.config import Config
 
 from gyoza.datadir import DataDirInUse, DataDirLock
 from gyoza.processes import configure_logging, stop_on_signals
-from gyoza.server import heap
 from gyoza.server.app import create_app
 from gyoza.server.context import NATS_MODE_CONFIG
 from gyoza.server.indexfile import remove_files
@@ -101,7 +100,6 @@ async def serve_on(
 
     @app.before_serving
     async def announce() -> None:
-        heap.settle()  # after the app's own start-up (connected, caught up): its state is what stays
         log.info("gyoza server ready on http://%s:%s (NATS: %s)", settings.host, settings.port,
                  settings.nats_url or "embedded")  # fmt: skip
         if ready is not None:
