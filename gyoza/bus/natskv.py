@@ -131,33 +131,13 @@ class NatsBucket:
         return created.isoformat() if created is not None else ""
 
     async def watch(self, after: int = 0) -> AsyncIterator[KeyChange | None]:
-        if after <= 0:
-            async for change in self._watch_all():
-                yield change
-            return
-        async for change in self._watch_after(after):
-            yield change
+        """Every key's latest write (``after`` 0), or every message of the bucket's stream from revision ``after``
+        + 1 on: with one message per key kept, that is each key's latest write since then, delete markers included.
 
-    async def _watch_all(self) -> AsyncIterator[KeyChange | None]:
-        with translate_errors():
-            watcher = await self._kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    yield INITIAL_VALUES_DONE
-                    continue
-                deleted = entry.operation in ("DEL", "PURGE")
-                # nats-py reports the server's expiry marker as a PURGE; Gyoza itself only ever deletes keys.
-                expired = entry.operation == "PURGE"
-                yield KeyChange(entry.key, None if deleted else entry.value, int(entry.revision or 0), expired)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-
-    async def _watch_after(self, after: int) -> AsyncIterator[KeyChange | None]:
-        """Every message of the bucket's stream from revision ``after`` + 1 on: with one message per key kept, that
-        is each key's latest write since then, delete markers included. nats-py's ``KeyValue.watch`` starts only at
-        the first or last messages, so this is its ordered consumer with a start sequence."""
+        This is nats-py's ordered consumer, not its ``KeyValue.watch``: that one starts only at the first or last
+        messages, and it ends the replay when its consumer info shows nothing pending and its callback has seen
+        nothing yet, which is also true while the replayed messages are on their way (a full read then came back
+        empty). Here the server's count of what it has sent decides."""
         changes: asyncio.Queue[KeyChange | None] = asyncio.Queue()
         replaying = True
 
@@ -168,7 +148,10 @@ class NatsBucket:
                 replaying = False
                 changes.put_nowait(INITIAL_VALUES_DONE)
 
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
+        if after <= 0:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+        else:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
         with translate_errors():
             subscription = await self._js.subscribe(
                 self._subject_prefix + ">", stream=self._stream, cb=on_message, ordered_consumer=True, config=config
@@ -177,7 +160,7 @@ class NatsBucket:
             with translate_errors():
                 info = await subscription.consumer_info()
             # Nothing to replay only if the server has sent nothing either: what it sent may still wait for the
-            # callback (the client's own count lags), and its last message then ends the replay.
+            # callback, and its last message then ends the replay.
             sent = info.delivered.consumer_seq if info.delivered else 0
             if info.num_pending == 0 and not sent and replaying:
                 replaying = False
