@@ -4,6 +4,7 @@ data dir and wide colourless output; and the checks on what it printed and how i
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,10 +62,19 @@ def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def spawn(server: GyozaServer, home: Path, *args: str) -> subprocess.Popen[str]:
-    """``python -m gyoza *args`` left running (watch, tail --follow), its output piped."""
+    """``python -m gyoza *args`` left running (watch, tail --follow), its output piped.
+
+    Ctrl-C is restored for it: a suite started in the background by a shell without job control inherits SIGINT
+    ignored, and Python then never raises ``KeyboardInterrupt``, as a user's terminal always would."""
     env = cli_env(home, GYOZA_SERVER_URL=server.url, GYOZA_API_KEY=API_KEY)
     command = [sys.executable, "-m", "gyoza", *args]
-    return subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_ctrl_c_restored
+    )
+
+
+def _ctrl_c_restored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Lines:
