@@ -37,8 +37,10 @@ async def test_a_write_with_a_ttl_expires_and_every_watcher_hears_it(bus: Bus) -
     k = key()
     watch = await followed(bus)
     written = await bus.runs.update(k, b"finished", await bus.runs.create(k, b"running"), ttl_s=1)
-    assert (await next_change(watch, {k})).value == b"running"
-    assert await next_change(watch, {k}) == KeyChange(k, b"finished", written)
+    # A bucket keeps one write per key, so a watcher that falls behind hears only the latest: "running" may be gone.
+    while (change := await next_change(watch, {k})).value == b"running":
+        pass
+    assert change == KeyChange(k, b"finished", written)
     assert await bus.runs.get(k) == (b"finished", written)  # kept until the TTL is over
     gone = await next_change(watch, {k})
     assert (gone.key, gone.value, gone.expired) == (k, None, True)
