@@ -1,5 +1,4 @@
-"""Process plumbing shared by the server, the worker and their children: the event loop, logging, signals,
-parent death."""
+"""Process plumbing shared by the server, the worker and their children: logging, signals, parent death."""
 
 from __future__ import annotations
 
@@ -8,24 +7,9 @@ import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
-
-T = TypeVar("T")
-
-
-def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on uvloop where it is installed (every platform but Windows): the server's requests,
-    NATS messages and timers all go through the loop, and paired runs of ``bench submissions`` answered 18-30 %
-    more submissions per second at 32 connections with it (docs/performance.md)."""
-    try:
-        import uvloop
-    except ImportError:  # Windows: the standard loop
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -74,13 +74,6 @@ async def test_both_processes_answer_on_one_port(pool: GyozaServer, fresh: httpx
     assert health["nats"]["mode"] == "embedded", "the parent runs the embedded nats-server the processes share"
 
 
-def test_every_process_runs_on_uvloop(pool: GyozaServer) -> None:
-    """The parent and each server process have uvloop's event loop loaded (``gyoza.processes.run_event_loop``)."""
-    for pid in {pool.pid} | python_children(pool):
-        maps = Path(f"/proc/{pid}/maps").read_text()
-        assert "/uvloop/loop." in maps, f"process {pid} has no uvloop"
-
-
 async def test_exactly_one_process_is_the_scheduler_leader(fresh: httpx.AsyncClient) -> None:
     roles = await until(
         lambda: _settled_roles(fresh), timeout=15, what="one leader and one standby among the two processes"

@@ -34,7 +34,7 @@ def docker_reachable() -> bool:
 
 def up(port: int | None, data_dir: Path | None, runtime: str | None, network: str, drain_timeout: float) -> None:
     from gyoza.datadir import DataDirInUse
-    from gyoza.processes import configure_logging, run_event_loop
+    from gyoza.processes import configure_logging
     from gyoza.server.serve import CannotListen
     from gyoza.worker.settings import WorkerSettings
 
@@ -57,7 +57,7 @@ def up(port: int | None, data_dir: Path | None, runtime: str | None, network: st
     worker = WorkerSettings.load(settings, name="local", runtime=runtime, network=network, drain_timeout=drain_timeout)
     configure_logging(settings.log_level)
     try:
-        run_event_loop(_run(settings, worker))
+        asyncio.run(_run(settings, worker))
     except (DataDirInUse, CannotListen) as exc:
         typer.secho(f"gyoza up: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None

@@ -21,7 +21,7 @@ from asyncio.subprocess import Process
 
 from gyoza.bus.connection import open_bus
 from gyoza.bus.embedded import EmbeddedNats
-from gyoza.processes import configure_logging, die_with_parent, run_event_loop, stop_on_signals
+from gyoza.processes import configure_logging, die_with_parent, stop_on_signals
 from gyoza.server.serve import CannotListen, ServerProcessFailed, listen, serve_on
 from gyoza.settings import Settings
 
@@ -159,7 +159,7 @@ def child_main() -> None:
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
     configure_logging(settings.log_level)
     try:
-        run_event_loop(_child(settings, ready_fd, nats_mode))
+        asyncio.run(_child(settings, ready_fd, nats_mode))
     except CannotListen as exc:
         raise SystemExit(f"gyoza server process {os.getpid()}: {exc}") from None
 

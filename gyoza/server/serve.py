@@ -21,7 +21,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from gyoza.datadir import DataDirInUse, DataDirLock
-from gyoza.processes import configure_logging, run_event_loop, stop_on_signals
+from gyoza.processes import configure_logging, stop_on_signals
 from gyoza.server.app import create_app
 from gyoza.server.context import NATS_MODE_CONFIG
 from gyoza.server.indexfile import remove_files
@@ -44,7 +44,7 @@ class ServerProcessFailed(Exception):
 def run_server(settings: Settings) -> None:
     configure_logging(settings.log_level)
     try:
-        run_event_loop(_serve_until_signalled(settings))
+        asyncio.run(_serve_until_signalled(settings))
     except (DataDirInUse, CannotListen, ServerProcessFailed) as exc:
         raise SystemExit(f"gyoza server: {exc}") from None
 

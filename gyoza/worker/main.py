@@ -11,7 +11,7 @@ from gyoza.bus import names
 from gyoza.bus.messaging import WorkerLink
 from gyoza.client import AsyncGyozaClient
 from gyoza.errors import GyozaError
-from gyoza.processes import Shutdown, run_event_loop, shutdown_on_signals
+from gyoza.processes import Shutdown, shutdown_on_signals
 from gyoza.schema import Assignment, WorkerCommand, WorkerResources
 from gyoza.worker.agent import AssignmentSource, WorkerAgent
 from gyoza.worker.natslink import NatsReports
@@ -36,7 +36,7 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
 
 
 def run_worker(settings: WorkerSettings) -> None:
-    run_event_loop(_run_until_signalled(settings))
+    asyncio.run(_run_until_signalled(settings))
 
 
 async def _run_until_signalled(settings: WorkerSettings) -> None:
