@@ -142,6 +142,16 @@ async def test_a_wrong_role_is_403_naming_the_role_needed(
     assert "the key has read" in error_of(await reader.get("/keys/0000000000000000"), 403)["message"]
 
 
+async def test_every_key_may_ask_a_route_which_methods_it_takes(client: httpx.AsyncClient, as_key: Any) -> None:
+    worker = as_key((await new_key(client, role="worker", worker_id="w-" + uuid.uuid4().hex[:6]))["token"])
+    reader = as_key((await new_key(client, role="read"))["token"])
+    for http in (worker, reader):
+        response = await http.options("/keys")
+        assert response.status_code == 200, response.text
+        assert {"GET", "POST"} <= set(response.headers["Allow"].replace(" ", "").split(","))
+    assert (await as_key(None).options("/keys")).status_code == 401, "a key is still needed"
+
+
 async def test_a_worker_key_acts_only_as_its_worker(client: httpx.AsyncClient, as_key: Any) -> None:
     own, other = "wk-" + uuid.uuid4().hex[:6], "wk-" + uuid.uuid4().hex[:6]
     worker = as_key((await new_key(client, role="worker", worker_id=own))["token"])

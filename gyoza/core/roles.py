@@ -61,6 +61,7 @@ _ALLOWED: dict[Role, frozenset[Role]] = {
 }
 
 PUBLIC = Rule(None)
+ANY_KEY = Rule(None)  # no role needed; the key is still checked, unless the path is public
 ADMIN = Rule(Role.ADMIN)
 READ = Rule(Role.READ)
 SUBMIT = Rule(Role.SUBMIT)
@@ -141,7 +142,10 @@ ROUTES: dict[tuple[str, str], Rule] = {
 
 
 def rule_for(method: str, template: str) -> Rule:
-    """The route's rule; HEAD is answered like GET. A route not in the table needs admin."""
+    """The route's rule; HEAD is answered like GET, and OPTIONS to every key (it tells only the methods a route
+    takes, which /openapi.json publishes). A route not in the table needs admin."""
+    if method == "OPTIONS":
+        return ANY_KEY
     return ROUTES.get(("GET" if method == "HEAD" else method, template), ADMIN)
 
 
