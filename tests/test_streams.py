@@ -1,5 +1,6 @@
 """Live streams over HTTP (issue 11): ``GET /runs/{id}/stream`` and ``GET /topics/{topic}/stream`` as Server-Sent
-Events, the worker's live log lines (``POST /runs/{id}/logs`` and over NATS), and ``?wait=`` on run creation.
+Events, and the worker's live log lines (``POST /runs/{id}/logs`` and over NATS). (``?wait=`` on run creation:
+tests/test_run_wait.py.)
 
 A private cluster (real nats-server and Gyoza server) with simulated workers that report events and ship log lines
 the way a real worker does. Every resume test drops a connection mid-stream, writes more while nobody listens, and
@@ -327,46 +328,6 @@ async def test_the_sdk_raises_the_servers_refusal(cluster: Cluster) -> None:
             [item async for item in client.stream(str(uuid.uuid4()))]
         with pytest.raises(InvalidRequest):
             [item async for item in client.stream(str(uuid.uuid4()), last_event_id="bad")]
-
-
-# --- ?wait= on run creation ----------------------------------------------------------------------------------------
-
-
-async def test_wait_returns_the_finished_run_when_it_ends_in_time(
-    http: httpx.AsyncClient, fleet: Fleet, tag: str
-) -> None:
-    worker = await fleet.add("waiter", tags=[tag])
-
-    async def finish_it() -> None:
-        [item] = await claimed(worker)
-        await worker.report(item["run_id"], 1, "STARTED")
-        await worker.report(item["run_id"], 1, "COMPLETED", payload={"outputs": {"ok": True}})
-
-    done = asyncio.create_task(finish_it())
-    response = await http.post("/runs", params={"wait": "30"}, json={"image": "sim/op:1", "tags": [tag]})
-    await done
-    assert response.status_code == 201
-    assert response.json()["state"] == "COMPLETED" and response.json()["outputs"] == {"ok": True}
-
-
-async def test_wait_returns_the_run_as_it_stands_when_time_runs_out(http: httpx.AsyncClient, tag: str) -> None:
-    response = await http.post("/runs", params={"wait": "0.3"}, json={"image": "sim/op:1", "tags": [tag]})
-    assert response.status_code == 201 and response.json()["state"] == "PENDING"
-
-
-async def test_a_bad_wait_is_refused_and_creates_nothing(http: httpx.AsyncClient, tag: str) -> None:
-    label = uuid.uuid4().hex
-    body = {"image": "sim/op:1", "tags": [tag], "labels": {"t": label}}
-    for bad in ("61", "-1", "abc", "nan"):
-        assert fields(error_of(await http.post("/runs", params={"wait": bad}, json=body), 400)) == {"wait"}
-    name = "wait-" + uuid.uuid4().hex[:8]
-    definition = {"name": name, "version": "1", "image": "sim/op:1", "tags": [tag]}
-    assert (await http.post("/definitions", json=definition)).status_code == 201
-    refused = await http.post(f"/definitions/{name}/runs", params={"wait": "x"}, json={"labels": {"t": label}})
-    assert fields(error_of(refused, 400)) == {"wait"}
-    assert (await http.get("/runs", params={"label": f"t:{label}"})).json()["data"] == []
-    waited = await http.post(f"/definitions/{name}/runs", params={"wait": "0.1"}, json={})
-    assert waited.status_code == 201 and waited.json()["state"] == "PENDING"
 
 
 # --- topic streams -------------------------------------------------------------------------------------------------
